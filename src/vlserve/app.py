@@ -1,0 +1,58 @@
+"""The application factory. The lifespan owns every resource: engine, HTTP sessions, NVML."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .app_state import Services
+from .catalog import ModelCatalog
+from .config import Settings
+from .engines.base import Engine
+from .errors import install_error_handlers
+from .gpu import GpuMonitor
+from .limits import BodySizeLimit
+from .media import MediaNormalizer, MediaPolicy, make_fetch_session
+from .routes import ops, openai, simple
+
+log = logging.getLogger("vlserve")
+
+
+def make_engine(settings: Settings) -> Engine:
+    if settings.engine_kind == "upstream":
+        from .engines.upstream import UpstreamEngine
+        return UpstreamEngine(settings)
+    from .engines.local import LocalEngine  # imports nothing heavy until the model loads
+    return LocalEngine(settings)
+
+
+def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        the_engine = engine or make_engine(settings)
+        monitor = gpu or GpuMonitor()
+        monitor.start()
+        policy = MediaPolicy.from_settings(settings)
+        fetch_session = make_fetch_session(policy) if settings.media_allow_remote else None
+        await the_engine.start()
+        app.state.services = Services(settings, the_engine, ModelCatalog(settings, the_engine),
+                                      MediaNormalizer(policy, fetch_session), monitor)
+        try:
+            yield
+        finally:
+            await the_engine.close()
+            if fetch_session is not None:
+                await fetch_session.close()
+            monitor.close()
+
+    app = FastAPI(title="vlserve", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible serving for Qwen3-VL and other vision-language models.")
+    install_error_handlers(app)
+    app.include_router(openai.router)
+    app.include_router(simple.router)
+    app.include_router(ops.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    return app

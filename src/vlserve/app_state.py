@@ -1,0 +1,20 @@
+"""The services a running app holds; built by the lifespan, reached by routes through deps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalog import ModelCatalog
+from .config import Settings
+from .engines.base import Engine
+from .gpu import GpuMonitor
+from .media import MediaNormalizer
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    catalog: ModelCatalog
+    media: MediaNormalizer
+    gpu: GpuMonitor

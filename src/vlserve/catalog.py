@@ -1,0 +1,42 @@
+"""Which model ids the gateway advertises, and which engine id each one means."""
+
+from __future__ import annotations
+
+from .config import Settings
+from .engines.base import Engine
+from .errors import ErrorKind, ServiceError
+
+
+class ModelCatalog:
+    """The engine's own ids, plus SERVED_MODEL_NAME as an alias of the first one.
+
+    Upstreams insist on their exact `--model-name`; clients may use the alias and the
+    gateway rewrites `model` before forwarding.
+    """
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self._alias = settings.served_model_name
+        self._engine = engine
+
+    def engine_models(self) -> list[str]:
+        status = self._engine.status()
+        if not status.ready:
+            raise ServiceError(ErrorKind.ENGINE_UNAVAILABLE, f"The engine is not ready: {status.detail}.",
+                               headers={"Retry-After": "5"})
+        return status.models
+
+    def advertised(self) -> list[str]:
+        models = self.engine_models()
+        if self._alias and self._alias not in models:
+            return [self._alias, *models]
+        return models
+
+    def resolve(self, requested: str | None) -> str:
+        """The engine's id for `requested` (None: the default model), or 404."""
+        models = self.engine_models()
+        if requested is None or requested in models:
+            return requested or models[0]
+        if requested == self._alias:
+            return models[0]
+        raise ServiceError(ErrorKind.MODEL_NOT_FOUND, f"The model {requested!r} does not exist here; "
+                           f"available: {', '.join(self.advertised())}.", param="model")

@@ -1,0 +1,145 @@
+"""The `vlserve` command: serve, chat, gpu, tiny-model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import Settings, SettingsError, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Serve Qwen3-VL (and other vision-language models) behind an OpenAI-compatible API.")
+console = Console()
+err = Console(stderr=True)
+
+ServerOption = Annotated[str, typer.Option("--server", "-s", envvar="VLSERVE_URL", help="vlserve base URL")]
+KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="VLSERVE_API_KEY", help="API key, if the server needs one")]
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        err.print(f"vlserve: {exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+
+
+def _startup_banner(settings: Settings) -> str:
+    url = f"http://{settings.host}:{settings.port}"
+    if settings.engine_kind == "upstream":
+        return f"vlserve on {url}: forwarding to {', '.join(settings.lmdeploy_base_url)}"
+    if not settings.model_path:
+        return (f"vlserve on {url}: serving the built-in TINY RANDOM Qwen3-VL on the local engine. "
+                "Its answers are random by design (it exists for tests and demos). To serve a real model, "
+                "set MODEL_PATH=/path/to/Qwen3-VL-... (or a hub id), or point at an engine with "
+                "LMDEPLOY_BASE_URL=http://host:23333.")
+    return f"vlserve on {url}: serving {settings.model_path} on the local engine"
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [env HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [env PORT]")] = None,
+    model: Annotated[str | None, typer.Option(help="Model path or hub id for the local engine [env MODEL_PATH]")] = None,
+) -> None:
+    """Run the HTTP service (local engine by default; upstream when LMDEPLOY_BASE_URL is set)."""
+    import uvicorn
+
+    from .app import create_app
+
+    settings = _settings(HOST=host, PORT=port, MODEL_PATH=model)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    err.print(_startup_banner(settings), highlight=False, markup=False)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=30)
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str, typer.Argument(help="What to ask")],
+    image: Annotated[list[Path] | None, typer.Option("--image", "-i", help="Image file or URL (repeatable)")] = None,
+    stream: Annotated[bool, typer.Option(help="Print the answer as it is generated")] = False,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate")] = None,
+    server: ServerOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Ask the running service about zero or more images."""
+    from openai import OpenAIError
+
+    from .client import VLClient, user_message
+
+    sampling = {"max_tokens": max_tokens} if max_tokens else {}
+    try:
+        with VLClient(server, api_key) as client:
+            messages = [user_message(prompt, list(image or []))]
+            if stream:
+                for piece in client.chat_stream(messages, **sampling):
+                    console.out(piece, end="", highlight=False)
+                console.out("")
+            else:
+                console.out(client.chat(messages, **sampling), highlight=False)
+    except (OpenAIError, OSError) as exc:
+        err.print(f"vlserve chat: {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def gpu(
+    server: Annotated[str | None, typer.Option("--server", "-s", help="Ask a running service instead of this machine")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Print the GPU table (this machine's, or a running service's)."""
+    if server:
+        import httpx
+        status = httpx.get(f"{server.rstrip('/')}/gpu/status", timeout=10).json()
+    else:
+        from .gpu import GpuMonitor
+        monitor = GpuMonitor()
+        monitor.start()
+        status = monitor.status()
+        monitor.close()
+    if as_json:
+        console.out(json.dumps(status, indent=2))
+        return
+    if not status.get("available"):
+        console.print(f"No GPU: {status.get('reason')}", highlight=False)
+        return
+    table = Table(title=f"GPUs (driver {status.get('driver_version')}, CUDA {status.get('cuda_driver_version')})")
+    for column in ("#", "name", "memory used / total (MiB)", "util %", "temp °C", "power W", "processes"):
+        table.add_column(column)
+    for g in status["gpus"]:
+        show = lambda v: "unknown" if v is None else str(v)  # noqa: E731
+        table.add_row(str(g["index"]), show(g["name"]), f"{show(g['memory_used_mib'])} / {show(g['memory_total_mib'])}",
+                      show(g["utilization_gpu_pct"]), show(g["temperature_c"]), show(g["power_w"]),
+                      show(len(g["processes"]) if g["processes"] is not None else None))
+    console.print(table)
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the checkpoint to")],
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same checkpoint)")] = 0,
+) -> None:
+    """Build the tiny random Qwen3-VL checkpoint (offline, a few seconds)."""
+    from .tiny_model import build_tiny_model
+
+    path = build_tiny_model(out_dir, seed)
+    err.print(f"tiny random Qwen3-VL written to {path}", highlight=False, markup=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Settings: one pydantic-settings class, read from the environment, overridden by CLI flags.
+
+Every field's alias is the environment variable that sets it (the origin design's names
+are kept). The README's settings table lists the same names; `tests/unit/test_config.py`
+checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message is one line that names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", case_sensitive=False)
+
+    # --- which engine, which model -------------------------------------------------
+    engine: Literal["auto", "upstream", "local"] = Field("auto", alias="VLSERVE_ENGINE")
+    model_path: str | None = Field(None, alias="MODEL_PATH")
+    served_model_name: str | None = Field(None, alias="SERVED_MODEL_NAME")
+    tensor_parallel_size: int = Field(1, ge=1, alias="TENSOR_PARALLEL_SIZE")
+    max_model_len: int = Field(8192, ge=64, alias="MAX_MODEL_LEN")
+
+    # --- upstream (LMDeploy or any OpenAI-compatible server) ------------------------
+    lmdeploy_base_url: CommaList = Field(default_factory=list, alias="LMDEPLOY_BASE_URL")
+    lmdeploy_timeout_s: float = Field(300.0, gt=0, alias="LMDEPLOY_TIMEOUT_S")
+    upstream_connect_timeout_s: float = Field(5.0, gt=0, alias="UPSTREAM_CONNECT_TIMEOUT_S")
+    upstream_max_connections: int = Field(256, ge=1, alias="UPSTREAM_MAX_CONNECTIONS")
+    lmdeploy_executor_backend: str = Field("mp", alias="LMDEPLOY_EXECUTOR_BACKEND")
+    lmdeploy_skip_warmup: bool = Field(True, alias="LMDEPLOY_SKIP_WARMUP")
+    lmdeploy_enable_check_env: bool = Field(False, alias="LMDEPLOY_ENABLE_CHECK_ENV")
+
+    # --- sampling defaults (fill only what a client leaves out) ---------------------
+    # Qwen3-VL-Instruct's recommended sampling.
+    max_tokens: int = Field(1024, ge=1, alias="MAX_TOKENS")
+    temperature: float = Field(0.7, ge=0, le=2, alias="TEMPERATURE")
+    top_p: float = Field(0.8, gt=0, le=1, alias="TOP_P")
+    top_k: int = Field(20, ge=0, alias="TOP_K")
+
+    # --- HTTP server ------------------------------------------------------------------
+    host: str = Field("127.0.0.1", alias="HOST")
+    port: int = Field(8000, ge=1, le=65535, alias="PORT")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
+    max_request_bytes: int = Field(64 * MiB, ge=1024, alias="MAX_REQUEST_BYTES")
+
+    # --- LocalEngine --------------------------------------------------------------------
+    local_device: Literal["auto", "cpu", "cuda"] = Field("auto", alias="LOCAL_DEVICE")
+    local_threads: int | None = Field(None, ge=1, alias="LOCAL_THREADS")
+    local_max_queue: int = Field(32, ge=1, alias="LOCAL_MAX_QUEUE")
+    cache_dir: Path = Field(Path.home() / ".cache" / "vlserve", alias="VLSERVE_CACHE_DIR")
+
+    # --- media (images) -------------------------------------------------------------
+    media_max_image_bytes: int = Field(20 * MiB, ge=1024, alias="MEDIA_MAX_IMAGE_BYTES")
+    media_max_images: int = Field(8, ge=1, alias="MEDIA_MAX_IMAGES")
+    media_max_pixels: int = Field(100_000_000, ge=1024, alias="MEDIA_MAX_PIXELS")
+    media_allow_remote: bool = Field(True, alias="MEDIA_ALLOW_REMOTE")
+    media_fetch_timeout_s: float = Field(10.0, gt=0, alias="MEDIA_FETCH_TIMEOUT_S")
+    media_max_redirects: int = Field(3, ge=0, alias="MEDIA_MAX_REDIRECTS")
+    media_allow_private_hosts: CommaList = Field(default_factory=list, alias="MEDIA_ALLOW_PRIVATE_HOSTS")
+
+    @field_validator("lmdeploy_base_url", "media_allow_private_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("lmdeploy_base_url")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return [url.rstrip("/") for url in urls]
+
+    @model_validator(mode="after")
+    def _check_engine(self) -> Settings:
+        if self.engine == "upstream" and not self.lmdeploy_base_url:
+            raise ValueError("VLSERVE_ENGINE=upstream needs LMDEPLOY_BASE_URL")
+        return self
+
+    @property
+    def engine_kind(self) -> Literal["upstream", "local"]:
+        """`auto` means upstream when an upstream URL is configured, else local."""
+        if self.engine == "auto":
+            return "upstream" if self.lmdeploy_base_url else "local"
+        return self.engine
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        return [field.alias for field in cls.model_fields.values() if field.alias]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; `overrides` (CLI flags) win.
+
+    Raises SettingsError with one line naming the offending variable.
+    """
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    loc = error.get("loc") or ()
+    field = str(loc[0]) if loc else ""
+    info = Settings.model_fields.get(field)
+    name = info.alias if info and info.alias else field.upper()
+    message = error.get("msg", "invalid value").removeprefix("Value error, ")
+    if not name:  # a whole-model check: its message already names the variables
+        return f"invalid settings: {message}"
+    value = error.get("input")
+    shown = f"={value!r}" if isinstance(value, (str, int, float)) else ""
+    return f"invalid setting {name}{shown}: {message}"

@@ -1,0 +1,71 @@
+"""The engine protocol: what the gateway needs from something that runs the model.
+
+Engines take and give OpenAI-shaped dicts. A request reaching an engine has already
+been validated, its images are data URLs, its `model` is the engine's own id and its
+sampling defaults are filled in. Engines know nothing of FastAPI.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class EngineStatus:
+    ready: bool
+    detail: str
+    models: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    kind: str  # "local" or "upstream"
+
+    async def start(self) -> None:
+        """Begin loading/connecting. Returns quickly; `status()` says when it is ready."""
+
+    async def close(self) -> None:
+        """Release every resource; pending requests fail with 503."""
+
+    def status(self) -> EngineStatus:
+        """Cheap readiness snapshot, safe to call every second."""
+
+    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A non-streaming chat completion (OpenAI `chat.completion` object)."""
+
+    async def open_stream(self, request: dict[str, Any]) -> EngineStream:
+        """Start a streaming chat completion.
+
+        Failures that happen before the first byte (bad request, engine down) raise
+        ServiceError here, so the gateway can still answer with a proper status. The
+        returned stream yields SSE bytes (`data: {...}\\n\\n` ... `data: [DONE]\\n\\n`);
+        closing it early cancels the generation.
+        """
+
+
+class EngineStream:
+    """The SSE bytes of one streaming completion, with a close that always releases it.
+
+    An async generator that was never started runs no `finally` when closed; a response
+    that ends before its first chunk (client gone at once) would leak the upstream
+    connection or the engine's queue slot. `aclose()` here also runs `on_close`.
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes], on_close: Callable[[], Any] | None = None) -> None:
+        self._chunks = chunks
+        self._on_close = on_close
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        try:
+            await self._chunks.aclose()
+        finally:
+            if self._on_close is not None:
+                result = self._on_close()
+                if inspect.isawaitable(result):
+                    await result

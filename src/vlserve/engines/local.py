@@ -1,0 +1,336 @@
+"""LocalEngine: Hugging Face transformers in this process, on CPU or CUDA.
+
+One generation runs at a time per model (a single worker thread); up to
+LOCAL_MAX_QUEUE requests wait for it, more are refused with 429. Tokens stream out of
+the worker thread through an asyncio queue as they are generated; closing the stream
+(client gone) sets a flag that the model's stopping criteria checks between tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import openai_format as oai
+from ..config import Settings
+from ..errors import ErrorKind, ServiceError
+from ..tiny_model import TINY_MODEL_NAME, ensure_tiny_model
+from .base import EngineStatus, EngineStream
+from .text_stream import IncrementalDecoder, StopMatcher
+
+log = logging.getLogger("vlserve.local")
+
+
+@dataclass
+class PreparedPrompt:
+    inputs: Any  # BatchFeature of tensors
+    prompt_tokens: int
+    max_new_tokens: int
+    sampling: dict[str, Any]
+    stop: list[str]
+    seed: int | None
+
+
+class LocalEngine:
+    kind = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._model_path = settings.model_path
+        self._is_tiny = not settings.model_path
+        self._model_id = settings.served_model_name or self._default_model_id()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlserve-generate")
+        self._waiting = 0
+        self._lock = asyncio.Lock()
+        self._load_task: asyncio.Task | None = None
+        self._load_error: str | None = None
+        self._model = self._processor = None
+        self._device = "cpu"
+        self._max_len = settings.max_model_len
+
+    def _default_model_id(self) -> str:
+        if self._is_tiny:
+            return TINY_MODEL_NAME
+        return Path(self._model_path.rstrip("/")).name or self._model_path
+
+    @property
+    def is_tiny(self) -> bool:
+        return self._is_tiny
+
+    # --- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        self._load_task = asyncio.create_task(self._load())
+
+    async def _load(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._worker, self._load_blocking)
+            log.info("local engine ready: %s on %s (max_model_len %d)", self._model_id, self._device, self._max_len)
+        except Exception as exc:  # reported by /health; requests get 503
+            self._load_error = f"{type(exc).__name__}: {exc}"
+            log.error("local engine failed to load %s: %s", self._model_path, self._load_error)
+
+    def _load_blocking(self) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if self._settings.local_threads:
+            torch.set_num_threads(self._settings.local_threads)
+        if self._is_tiny:
+            self._model_path = str(ensure_tiny_model(self._settings.cache_dir / "models"))
+        want = self._settings.local_device
+        self._device = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
+        dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
+        self._processor = AutoProcessor.from_pretrained(self._model_path)
+        model = AutoModelForImageTextToText.from_pretrained(self._model_path, dtype=dtype)
+        self._model = model.to(self._device).eval()
+        text_config = getattr(model.config, "text_config", model.config)
+        limit = getattr(text_config, "max_position_embeddings", None)
+        self._max_len = min(self._settings.max_model_len, limit) if limit else self._settings.max_model_len
+
+    async def close(self) -> None:
+        if self._load_task:
+            self._load_task.cancel()
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+    def status(self) -> EngineStatus:
+        info = {"engine": "local", "device": self._device, "max_model_len": self._max_len,
+                "random_weights": self._is_tiny}
+        if self._model is not None:
+            return EngineStatus(True, "ready", [self._model_id], info)
+        if self._load_error:
+            return EngineStatus(False, f"model failed to load: {self._load_error}", [], info)
+        return EngineStatus(False, "model is loading", [], info)
+
+    def _require_ready(self) -> None:
+        if self._model is None:
+            raise ServiceError(ErrorKind.ENGINE_UNAVAILABLE, "The model is not loaded yet"
+                               + (f" ({self._load_error})." if self._load_error else "; retry shortly."),
+                               headers={"Retry-After": "5"})
+
+    # --- requests ---------------------------------------------------------------------
+    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        prepared = await self._prepare(request)
+        async with self._turn():
+            parts, finish, completion_tokens = [], "length", 0
+            async with aclosing(self._generate(prepared)) as pieces:
+                async for piece, finish_reason, n in pieces:
+                    parts.append(piece)
+                    completion_tokens = n
+                    finish = finish_reason or finish
+        return oai.completion(oai.completion_id(), request["model"], "".join(parts), finish,
+                              oai.usage(prepared.prompt_tokens, completion_tokens))
+
+    async def open_stream(self, request: dict[str, Any]) -> EngineStream:
+        prepared = await self._prepare(request)
+        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        self._turn().check()  # a full queue is refused before the response starts
+        return EngineStream(self._stream(request["model"], prepared, include_usage))
+
+    async def _stream(self, model: str, prepared: PreparedPrompt, include_usage: bool) -> AsyncIterator[bytes]:
+        cid = oai.completion_id()
+        completion_tokens, finish = 0, "length"
+        async with self._turn(), aclosing(self._generate(prepared)) as pieces:
+            yield oai.sse(oai.chunk(cid, model, {"role": "assistant", "content": ""}, None, include_usage))
+            async for piece, finish_reason, n in pieces:
+                completion_tokens = n
+                if piece:
+                    yield oai.sse(oai.chunk(cid, model, {"content": piece}, None, include_usage))
+                finish = finish_reason or finish
+            yield oai.sse(oai.chunk(cid, model, {}, finish, include_usage))
+            if include_usage:
+                yield oai.sse(oai.usage_chunk(cid, model, oai.usage(prepared.prompt_tokens, completion_tokens)))
+            yield oai.DONE
+
+    def _turn(self) -> _Turn:
+        return _Turn(self)
+
+    async def _prepare(self, request: dict[str, Any]) -> PreparedPrompt:
+        self._require_ready()
+        if (request.get("n") or 1) > 1:
+            raise ServiceError(ErrorKind.BAD_REQUEST, "The local engine generates one choice per request (n=1).",
+                               param="n")
+        return await asyncio.to_thread(self._prepare_blocking, request)
+
+    def _prepare_blocking(self, request: dict[str, Any]) -> PreparedPrompt:
+        messages, images = _to_processor_messages(request["messages"])
+        text = self._processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        inputs = self._processor(text=[text], images=images or None, return_tensors="pt")
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        if prompt_tokens >= self._max_len:
+            raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt is {prompt_tokens} tokens (images "
+                               f"included); this model's context is {self._max_len} tokens (MAX_MODEL_LEN).",
+                               param="messages")
+        wanted = request.get("max_completion_tokens") or request.get("max_tokens") or self._settings.max_tokens
+        # Documented clamp: never generate past the context window.
+        max_new = max(1, min(int(wanted), self._max_len - prompt_tokens))
+        stop = request.get("stop") or []
+        return PreparedPrompt(
+            inputs=inputs.to(self._device), prompt_tokens=prompt_tokens, max_new_tokens=max_new,
+            sampling=_sampling_kwargs(request), stop=[stop] if isinstance(stop, str) else list(stop),
+            seed=request.get("seed"),
+        )
+
+    async def _generate(self, prepared: PreparedPrompt) -> AsyncIterator[tuple[str, str | None, int]]:
+        """Yield (text piece, finish_reason or None, completion tokens so far)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+        streamer = _QueueStreamer(loop, queue)
+        job = loop.run_in_executor(self._worker, self._generate_blocking, prepared, streamer, cancel)
+        decoder = IncrementalDecoder(self._processor.tokenizer)
+        stops = StopMatcher(prepared.stop)
+        eos = set(_eos_ids(self._model))
+        count, finish = 0, None
+        try:
+            while True:
+                token = await queue.get()
+                if token is None:
+                    break
+                if token in eos:
+                    finish = "stop"
+                    continue
+                count += 1
+                piece, hit = stops.feed(decoder.add(token))
+                if hit:
+                    yield piece, "stop", count
+                    return
+                yield piece, None, count
+            await job  # re-raises a failure from the worker thread
+            tail, _ = stops.feed(decoder.flush())
+            yield tail + stops.flush(), finish or "length", count
+        finally:
+            cancel.set()
+            job.add_done_callback(_consume_exception)
+
+    def _generate_blocking(self, prepared: PreparedPrompt, streamer, cancel: threading.Event) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return cancel.is_set()
+
+        try:
+            if prepared.seed is not None:
+                torch.manual_seed(prepared.seed)
+            with torch.inference_mode():
+                self._model.generate(
+                    **prepared.inputs, max_new_tokens=prepared.max_new_tokens, streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_Cancelled()]), **prepared.sampling,
+                )
+        finally:
+            streamer.finish()
+
+
+class _Turn:
+    """A place in the one-at-a-time queue; entering waits, over-full queues get 429."""
+
+    def __init__(self, engine: LocalEngine) -> None:
+        self._engine = engine
+        self._held = False
+
+    def check(self) -> None:
+        engine = self._engine
+        if engine._waiting >= engine._settings.local_max_queue + 1:
+            raise ServiceError(ErrorKind.OVERLOADED, f"The local engine is busy ({engine._waiting} requests "
+                               "running or waiting); retry shortly.", headers={"Retry-After": "2"})
+
+    async def __aenter__(self) -> _Turn:
+        self.check()
+        engine = self._engine
+        engine._waiting += 1
+        try:
+            await engine._lock.acquire()
+        except BaseException:
+            engine._waiting -= 1
+            raise
+        self._held = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._held:
+            self._held = False
+            self._engine._waiting -= 1
+            self._engine._lock.release()
+
+
+class _QueueStreamer:
+    """A transformers streamer that hands each generated token id to the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+        self._loop, self._queue = loop, queue
+        self._seen_prompt = False
+
+    def put(self, value) -> None:
+        if not self._seen_prompt:  # generate() first hands over the prompt itself
+            self._seen_prompt = True
+            return
+        for token in value.reshape(-1).tolist():
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, token)
+
+    def end(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+
+
+def _consume_exception(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("generation ended with %r after its client left", future.exception())
+
+
+def _eos_ids(model) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        return []
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def _sampling_kwargs(request: dict[str, Any]) -> dict[str, Any]:
+    temperature = request.get("temperature")
+    if temperature == 0:
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    kwargs: dict[str, Any] = {"do_sample": True}
+    if temperature is not None:
+        kwargs["temperature"] = float(temperature)
+    if request.get("top_p") is not None:
+        kwargs["top_p"] = float(request["top_p"])
+    top_k = request.get("top_k")
+    if top_k is not None:
+        kwargs["top_k"] = int(top_k) or None  # 0 means "no top-k", as in vLLM
+    if request.get("repetition_penalty") is not None:
+        kwargs["repetition_penalty"] = float(request["repetition_penalty"])
+    return kwargs
+
+
+def _to_processor_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """OpenAI messages (images already data URLs) → chat-template messages + PIL images."""
+    from PIL import Image
+
+    out, images = [], []
+    for message in messages:
+        role = "system" if message["role"] == "developer" else message["role"]
+        content = message.get("content")
+        if content is None or isinstance(content, str):
+            out.append({**message, "role": role, "content": content or ""})
+            continue
+        parts = []
+        for part in content:
+            if part["type"] == "text":
+                parts.append({"type": "text", "text": part.get("text") or ""})
+            elif part["type"] == "image_url":
+                data = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
+                images.append(Image.open(io.BytesIO(data)).convert("RGB"))
+                parts.append({"type": "image"})
+        out.append({**message, "role": role, "content": parts})
+    return out, images

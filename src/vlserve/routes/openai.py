@@ -1,0 +1,35 @@
+"""OpenAI-compatible routes: /v1/models and /v1/chat/completions."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..chat_input import build_chat_request
+from ..schemas import ChatCompletionRequest
+from .deps import ServicesDep
+from .streaming import ClientGone, cancel_on_disconnect, client_gone_response, sse_response
+
+router = APIRouter(tags=["OpenAI-compatible"])
+
+
+@router.get("/v1/models")
+async def list_models(services: ServicesDep) -> dict:
+    created = int(time.time())
+    return {"object": "list", "data": [
+        {"id": model, "object": "model", "created": created, "owned_by": "vlserve"}
+        for model in services.catalog.advertised()]}
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request, services: ServicesDep) -> Response:
+    engine_model = services.catalog.resolve(body.model)
+    payload = await build_chat_request(body, engine_model, services.settings, services.media)
+    if body.stream:
+        return sse_response(await services.engine.open_stream(payload))
+    try:
+        return JSONResponse(await cancel_on_disconnect(request, services.engine.chat(payload)))
+    except ClientGone:
+        return client_gone_response()

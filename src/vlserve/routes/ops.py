@@ -1,0 +1,31 @@
+"""Operations: /health for load balancers, /gpu/status for people."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from .deps import ServicesDep
+
+router = APIRouter(tags=["Operations"])
+
+
+@router.get("/health")
+async def health(services: ServicesDep) -> JSONResponse:
+    status = services.engine.status()
+    body = {
+        "status": "ok" if status.ready else "unavailable",
+        "ready": status.ready,
+        "detail": status.detail,
+        "models": services.catalog.advertised() if status.ready else [],
+        "gpu_count": services.gpu.count(),
+        **status.info,
+    }
+    return JSONResponse(body, status_code=200 if status.ready else 503)
+
+
+@router.get("/gpu/status")
+async def gpu_status(services: ServicesDep) -> dict:
+    return await asyncio.to_thread(services.gpu.status)

@@ -1,0 +1,51 @@
+"""Response helpers shared by routers: SSE responses and cancel-on-disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+
+from ..engines.base import EngineStream
+
+T = TypeVar("T")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+CLIENT_CLOSED_REQUEST = 499  # nginx's convention; the client never sees it
+
+
+def sse_response(stream: EngineStream) -> StreamingResponse:
+    # The background task runs when the response ends for any reason, client gone included.
+    return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS,
+                             background=BackgroundTask(stream.aclose))
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the client disconnects first (the body is read by now)."""
+    task = asyncio.ensure_future(work)
+
+    async def wait_for_disconnect() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(wait_for_disconnect())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGone()
+    return task.result()
+
+
+def client_gone_response() -> Response:
+    return Response(status_code=CLIENT_CLOSED_REQUEST)

@@ -1,0 +1,114 @@
+"""Request and response models: the OpenAI chat subset we validate, and our simple endpoints.
+
+Chat requests keep unknown fields (`extra="allow"`): engines accept sampling options
+OpenAI doesn't have (top_k, repetition_penalty, mm_processor_kwargs, ...) and we pass
+them through rather than guess which ones matter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ImageURL(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+    @field_validator("image_url", mode="before")
+    @classmethod
+    def _url_as_string(cls, value: Any) -> Any:
+        # Some clients send {"image_url": "data:..."}; OpenAI's shape is {"url": ...}.
+        return {"url": value} if isinstance(value, str) else value
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class SamplingFields(BaseModel):
+    """Sampling options shared by every endpoint; None means "use the server default"."""
+
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    repetition_penalty: float | None = Field(None, gt=0)
+
+
+class ChatCompletionRequest(SamplingFields):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1)
+
+
+class InferRequest(SamplingFields):
+    prompt: str = Field(min_length=1, description="What to ask or say.")
+    image: str | None = Field(None, description="Optional image: data URL, raw base64 or http(s) URL.")
+    system_prompt: str | None = None
+    model: str | None = Field(None, description="Model id; defaults to the served model.")
+    stream: bool = False
+
+
+AnalyzeTask = Literal["caption", "ocr", "qa"]
+
+
+class AnalyzeRequest(SamplingFields):
+    task: AnalyzeTask = Field(description="caption: one sentence; ocr: the text in reading order; "
+                                          "qa: answer `question` about the image.")
+    image: str = Field(description="Data URL, raw base64 or http(s) URL.")
+    question: str | None = Field(None, description="Required for task=qa.")
+    prompt: str | None = Field(None, description="Replaces the task's built-in prompt.")
+    language: str | None = Field(None, description="Answer in this language (caption, qa).")
+    model: str | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class InferResponse(BaseModel):
+    text: str
+    model: str
+    usage: Usage
+    latency_ms: float
+    finish_reason: str | None = None
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class AnalyzeResponse(BaseModel):
+    task: str
+    result: Any
+    text: str
+    model: str
+    usage: Usage
+    latency_ms: float
+    image: ImageSize

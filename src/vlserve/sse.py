@@ -1,0 +1,39 @@
+"""Reading OpenAI-style SSE streams: bytes in arbitrary chunks → parsed `data:` payloads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any] | None]:
+    """Yield each `data:` payload as a dict; `None` for `[DONE]`. Other lines are skipped."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            event = _parse_line(line)
+            if event is not _SKIP:
+                yield event
+    event = _parse_line(buffer)
+    if event is not _SKIP:
+        yield event
+
+
+_SKIP = object()
+
+
+def _parse_line(line: bytes) -> Any:
+    line = line.strip()
+    if not line.startswith(b"data:"):
+        return _SKIP
+    payload = line[5:].strip()
+    if payload == b"[DONE]":
+        return None
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return _SKIP
+    return data if isinstance(data, dict) else _SKIP
