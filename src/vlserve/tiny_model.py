@@ -184,6 +184,11 @@ def is_checkpoint(path: str | Path) -> bool:
     return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
 
+def is_tiny_checkpoint(path: str | Path) -> bool:
+    """True for a checkpoint this module built (its answers are random)."""
+    return (Path(path) / "tiny_info.json").is_file()
+
+
 def ensure_tiny_model(cache_dir: str | Path, seed: int = 0) -> Path:
     """Return the cached tiny checkpoint for ``seed``, building it on first use."""
     path = Path(cache_dir) / f"tiny-qwen3-vl-seed{seed}"

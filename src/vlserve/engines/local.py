@@ -23,7 +23,7 @@ from typing import Any
 from .. import openai_format as oai
 from ..config import Settings
 from ..errors import ErrorKind, ServiceError
-from ..tiny_model import TINY_MODEL_NAME, ensure_tiny_model
+from ..tiny_model import TINY_MODEL_NAME, ensure_tiny_model, is_tiny_checkpoint
 from .base import EngineStatus, EngineStream
 from .text_stream import IncrementalDecoder, StopMatcher
 
@@ -46,7 +46,7 @@ class LocalEngine:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._model_path = settings.model_path
-        self._is_tiny = not settings.model_path
+        self._is_tiny = not settings.model_path or is_tiny_checkpoint(settings.model_path)
         self._model_id = settings.served_model_name or self._default_model_id()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlserve-generate")
         self._waiting = 0
@@ -56,6 +56,7 @@ class LocalEngine:
         self._model = self._processor = None
         self._device = "cpu"
         self._max_len = settings.max_model_len
+        self._generating = False  # set by the worker thread while model.generate() runs
 
     def _default_model_id(self) -> str:
         if self._is_tiny:
@@ -103,7 +104,8 @@ class LocalEngine:
 
     def status(self) -> EngineStatus:
         info = {"engine": "local", "device": self._device, "max_model_len": self._max_len,
-                "random_weights": self._is_tiny}
+                "random_weights": self._is_tiny, "requests_in_engine": self._waiting,
+                "generating": self._generating}
         if self._model is not None:
             return EngineStatus(True, "ready", [self._model_id], info)
         if self._load_error:
@@ -219,6 +221,7 @@ class LocalEngine:
             def __call__(self, input_ids, scores, **kwargs):
                 return cancel.is_set()
 
+        self._generating = True
         try:
             if prepared.seed is not None:
                 torch.manual_seed(prepared.seed)
@@ -228,6 +231,7 @@ class LocalEngine:
                     stopping_criteria=StoppingCriteriaList([_Cancelled()]), **prepared.sampling,
                 )
         finally:
+            self._generating = False
             streamer.finish()
 
 

@@ -1,0 +1,25 @@
+"""Shared fixtures: the tiny model (built once per session) and real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from vlserve.tiny_model import ensure_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    import torch
+    torch.set_num_threads(1)
+    return ensure_tiny_model(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def processor(tiny_model_dir):
+    from transformers import AutoProcessor
+    return AutoProcessor.from_pretrained(tiny_model_dir)

@@ -1,0 +1,215 @@
+"""The OpenAI API through real servers, with the official openai SDK and httpx.
+
+Every test runs twice: against the gateway on the LocalEngine, and against a gateway on
+the UpstreamEngine whose upstream is that first server. The model is random, so tests
+assert shapes, token accounting and errors, not words.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import openai
+import pytest
+
+from .conftest import png_bytes
+
+MODEL = "tiny"
+
+
+def client_for(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def data_url(data: bytes, mime="image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def image_part(url: str) -> dict:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def expected_prompt_tokens(processor, messages, images=()) -> int:
+    """What the model's own processor counts for these messages (images included)."""
+    from PIL import Image
+    import io
+
+    template_messages = [
+        {"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
+         [{"type": "image"} if p["type"] == "image_url" else p for p in m["content"]]}
+        for m in messages
+    ]
+    text = processor.apply_chat_template(template_messages, tokenize=False, add_generation_prompt=True)
+    pil = [Image.open(io.BytesIO(i)).convert("RGB") for i in images]
+    return int(processor(text=[text], images=pil or None, return_tensors="pt")["input_ids"].shape[1])
+
+
+def test_models_list(gateway):
+    ids = [m.id for m in client_for(gateway).models.list().data]
+    assert MODEL in ids
+
+
+def test_upstream_gateway_accepts_its_alias(upstream_server):
+    client = client_for(upstream_server)
+    assert [m.id for m in client.models.list().data] == ["alias-model", MODEL]
+    reply = client.chat.completions.create(model="alias-model", max_tokens=3,
+                                           messages=[{"role": "user", "content": "hi"}])
+    assert reply.model == MODEL  # rewritten to the upstream's own id
+
+
+def test_text_chat_counts_tokens_like_the_tokenizer(gateway, processor):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
+    reply = client_for(gateway).chat.completions.create(model=MODEL, messages=messages, max_tokens=7)
+    assert reply.object == "chat.completion"
+    assert isinstance(reply.choices[0].message.content, str)
+    assert reply.usage.prompt_tokens == expected_prompt_tokens(processor, messages)
+    assert reply.choices[0].finish_reason in ("length", "stop")
+    if reply.choices[0].finish_reason == "length":
+        assert reply.usage.completion_tokens == 7
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+@pytest.mark.parametrize("form", ["data_url", "raw_base64", "raw_base64_unpadded", "http_url"])
+def test_one_image_in_every_form(gateway, processor, image_server, form):
+    png = png_bytes((96, 80))
+    url = {
+        "data_url": data_url(png),
+        "raw_base64": base64.b64encode(png).decode(),
+        "raw_base64_unpadded": base64.b64encode(png).decode().rstrip("="),
+        "http_url": f"{image_server}/red.png",
+    }[form]
+    if form == "http_url":
+        png = png_bytes()
+    messages = [{"role": "user", "content": [image_part(url), {"type": "text", "text": "What is this?"}]}]
+    reply = client_for(gateway).chat.completions.create(model=MODEL, messages=messages, max_tokens=3)
+    # The image's tokens are in the prompt: the engine really saw the picture.
+    assert reply.usage.prompt_tokens == expected_prompt_tokens(processor, messages, [png])
+    assert reply.usage.prompt_tokens > 50
+
+
+def test_two_images(gateway, processor):
+    a, b = png_bytes((64, 64)), png_bytes((300, 200), (0, 0, 255))
+    messages = [{"role": "user", "content": [image_part(data_url(a)), image_part(data_url(b)),
+                                             {"type": "text", "text": "Compare."}]}]
+    reply = client_for(gateway).chat.completions.create(model=MODEL, messages=messages, max_tokens=3)
+    assert reply.usage.prompt_tokens == expected_prompt_tokens(processor, messages, [a, b])
+
+
+def test_stream_with_usage(gateway, processor):
+    messages = [{"role": "user", "content": [image_part(data_url(png_bytes())), {"type": "text", "text": "Hi"}]}]
+    stream = client_for(gateway).chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=6, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finishes) == 1
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None
+    assert usage.prompt_tokens == expected_prompt_tokens(processor, messages, [png_bytes()])
+    assert 1 <= usage.completion_tokens <= 6
+    assert isinstance(text, str)
+
+
+def test_sse_framing(gateway):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=60) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        raw = b"".join(resp.iter_bytes())
+    events = [e for e in raw.split(b"\n\n") if e.strip()]
+    assert all(e.startswith(b"data: ") for e in events)
+    assert events[-1] == b"data: [DONE]"
+    for event in events[:-1]:
+        assert "usage" not in json.loads(event[6:]) or json.loads(event[6:])["usage"] is None
+
+
+def test_greedy_with_seed_is_repeatable(gateway):
+    client = client_for(gateway)
+    args = dict(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=8, temperature=0)
+    assert client.chat.completions.create(**args).choices[0].message.content == \
+        client.chat.completions.create(**args).choices[0].message.content
+
+
+def test_stop_string_cuts_the_answer(gateway):
+    client = client_for(gateway)
+    args = dict(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=12, temperature=0)
+    full = client.chat.completions.create(**args).choices[0].message.content
+    stop = full.strip()[2:4]
+    assume = stop and stop in full
+    if not assume:
+        pytest.skip("greedy output too short to pick a stop string")
+    cut = client.chat.completions.create(**args, stop=[stop]).choices[0]
+    assert cut.message.content == full[: full.index(stop)]
+    assert cut.finish_reason == "stop"
+
+
+# --- errors: OpenAI's shape, the right status, and the service keeps serving ---------
+
+def error_of(resp: httpx.Response) -> dict:
+    body = resp.json()
+    assert set(body) == {"error"} and {"message", "type", "param", "code"} <= set(body["error"])
+    return body["error"]
+
+
+def post_chat(gateway, body=None, content=None, headers=None) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, content=content,
+                      headers=headers or {"Content-Type": "application/json"}, timeout=60)
+
+
+def test_bad_json_is_400(gateway):
+    resp = post_chat(gateway, content=b'{"model": "tiny", "messages": [')
+    assert resp.status_code == 400
+    assert error_of(resp)["code"] == "invalid_json"
+
+
+def test_missing_messages_is_400(gateway):
+    resp = post_chat(gateway, {"model": MODEL})
+    assert resp.status_code == 400
+    assert "messages" in error_of(resp)["message"]
+
+
+def test_unknown_model_is_404_for_the_sdk(gateway):
+    with pytest.raises(openai.NotFoundError) as info:
+        client_for(gateway).chat.completions.create(model="gpt-nope", messages=[{"role": "user", "content": "x"}])
+    assert "gpt-nope" in info.value.message
+
+
+@pytest.mark.parametrize("url, status, code", [
+    ("data:image/png;base64,!!!not-base64!!!", 400, "invalid_image"),
+    ("not base64 at all ###", 400, "invalid_image"),
+    (data_url(b"hello, I am a text file\n" * 10, "image/png"), 415, "unsupported_media_type"),
+    (data_url(b"plain text", "text/plain"), 415, "unsupported_media_type"),
+    (data_url(png_bytes()[:60]), 400, "invalid_image"),
+    ("file:///etc/passwd", 400, "image_url_refused"),
+    ("/etc/passwd", 400, "image_url_refused"),
+    ("http://[::1]:9/x.png", 400, "image_url_refused"),
+])
+def test_bad_images_are_4xx(gateway, url, status, code):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": [image_part(url)]}]}
+    resp = post_chat(gateway, body)
+    assert resp.status_code == status, resp.text
+    assert error_of(resp)["code"] == code
+    # ...and the service still answers.
+    assert httpx.get(f"{gateway.url}/health", timeout=10).status_code == 200
+
+
+def test_text_file_served_as_image_over_http_is_415(gateway, image_server):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": [image_part(f"{image_server}/text.png")]}]}
+    resp = post_chat(gateway, body)
+    assert resp.status_code == 415
+    assert error_of(resp)["code"] == "unsupported_media_type"
+
+
+def test_max_tokens_beyond_the_context_is_400(gateway):
+    resp = post_chat(gateway, {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6})
+    assert resp.status_code == 400
+    assert "MAX_MODEL_LEN" in error_of(resp)["message"]
+
+
+def test_unknown_route_is_openai_shaped_404(gateway):
+    resp = httpx.get(f"{gateway.url}/v1/nothing", timeout=10)
+    assert resp.status_code == 404
+    assert error_of(resp)["code"] == "not_found"
