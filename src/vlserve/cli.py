@@ -17,7 +17,6 @@ from .config import Settings, SettingsError, load_settings
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Serve Qwen3-VL (and other vision-language models) behind an OpenAI-compatible API.")
 console = Console()
-err = Console(stderr=True)
 
 ServerOption = Annotated[str, typer.Option("--server", "-s", envvar="VLSERVE_URL", help="vlserve base URL")]
 KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="VLSERVE_API_KEY", help="API key, if the server needs one")]
@@ -27,7 +26,7 @@ def _settings(**overrides) -> Settings:
     try:
         return load_settings(**overrides)
     except SettingsError as exc:
-        err.print(f"vlserve: {exc}", highlight=False, markup=False)
+        typer.echo(f"vlserve: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -56,7 +55,7 @@ def serve(
 
     settings = _settings(HOST=host, PORT=port, MODEL_PATH=model)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    err.print(_startup_banner(settings), highlight=False, markup=False)
+    typer.echo(_startup_banner(settings), err=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 timeout_graceful_shutdown=30)
 
@@ -86,7 +85,7 @@ def chat(
             else:
                 console.out(client.chat(messages, **sampling), highlight=False)
     except (OpenAIError, OSError) as exc:
-        err.print(f"vlserve chat: {exc}", highlight=False, markup=False)
+        typer.echo(f"vlserve chat: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -131,7 +130,7 @@ def tiny_model(
     from .tiny_model import build_tiny_model
 
     path = build_tiny_model(out_dir, seed)
-    err.print(f"tiny random Qwen3-VL written to {path}", highlight=False, markup=False)
+    typer.echo(f"tiny random Qwen3-VL written to {path}", err=True)
 
 
 def main() -> None:

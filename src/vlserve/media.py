@@ -141,6 +141,31 @@ def parse_data_url(url: str, policy: MediaPolicy) -> bytes:
     return decode_base64(match["data"], policy)
 
 
+# Leading bytes of the formats in ACCEPTED_FORMATS.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _looks_like_image(data: bytes) -> bool:
+    return data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def _local_path_refused() -> ServiceError:
+    return ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, "Local file paths are not accepted; "
+                        "send the image as a data URL, base64 or an upload.")
+
+
+def _decode_if_image(ref: str, policy: MediaPolicy) -> bytes:
+    try:
+        data = decode_base64(ref, policy)
+    except ServiceError as exc:
+        if exc.kind is ErrorKind.TOO_LARGE:
+            raise
+        raise _local_path_refused() from None
+    if not _looks_like_image(data):
+        raise _local_path_refused()
+    return data
+
+
 class MediaNormalizer:
     """Turns image references into NormalizedImages under a MediaPolicy.
 
@@ -163,9 +188,11 @@ class MediaNormalizer:
             data = await asyncio.to_thread(parse_data_url, ref, self.policy)
         elif lowered.startswith(("http://", "https://")):
             data = await self._fetch(ref)
-        elif lowered.startswith("file:") or ref.startswith(("/", "./", "../", "~")):
-            raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, "Local file paths are not accepted; "
-                               "send the image as a data URL, base64 or an upload.")
+        elif lowered.startswith("file:"):
+            raise _local_path_refused()
+        elif ref.startswith(("/", ".", "~")):
+            # Base64 of a JPEG starts with "/9j/": tell it apart from a path by what it decodes to.
+            data = await asyncio.to_thread(_decode_if_image, ref, self.policy)
         elif re.match(r"^[a-z][a-z0-9+.-]*://", lowered):
             raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, "Only http(s) image URLs are accepted.")
         else:

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from vlserve.config import Settings, SettingsError, load_settings
+
+
+def test_defaults_serve_the_local_engine(monkeypatch):
+    for name in Settings.env_names():
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.engine_kind == "local"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert (settings.temperature, settings.top_p, settings.top_k) == (0.7, 0.8, 20)
+
+
+def test_origin_env_names_are_read(monkeypatch):
+    monkeypatch.setenv("LMDEPLOY_BASE_URL", "http://a:23333/, http://b:23333")
+    monkeypatch.setenv("MAX_MODEL_LEN", "4096")
+    monkeypatch.setenv("TENSOR_PARALLEL_SIZE", "4")
+    monkeypatch.setenv("LMDEPLOY_TIMEOUT_S", "12.5")
+    settings = load_settings()
+    assert settings.lmdeploy_base_url == ["http://a:23333", "http://b:23333"]
+    assert settings.engine_kind == "upstream"
+    assert (settings.max_model_len, settings.tensor_parallel_size, settings.lmdeploy_timeout_s) == (4096, 4, 12.5)
+
+
+def test_cli_overrides_win(monkeypatch):
+    monkeypatch.setenv("PORT", "9000")
+    assert load_settings(PORT=9100).port == 9100
+    assert load_settings(PORT=None).port == 9000
+
+
+@pytest.mark.parametrize("name, value", [
+    ("MAX_MODEL_LEN", "lots"), ("PORT", "70000"), ("TEMPERATURE", "-1"),
+    ("LMDEPLOY_BASE_URL", "localhost:23333"), ("VLSERVE_ENGINE", "magic"), ("LOCAL_DEVICE", "tpu"),
+])
+def test_bad_value_fails_with_one_line_naming_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert name in message and "\n" not in message
+
+
+def test_upstream_engine_without_url_is_refused(monkeypatch):
+    monkeypatch.delenv("LMDEPLOY_BASE_URL", raising=False)
+    monkeypatch.setenv("VLSERVE_ENGINE", "upstream")
+    with pytest.raises(SettingsError, match="LMDEPLOY_BASE_URL"):
+        load_settings()
+
+
+def test_readme_table_lists_every_setting():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", readme, re.M))
+    assert documented == set(Settings.env_names())
