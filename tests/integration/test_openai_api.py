@@ -133,6 +133,24 @@ def test_greedy_with_seed_is_repeatable(gateway):
         client.chat.completions.create(**args).choices[0].message.content
 
 
+def test_same_seed_same_sample(gateway):
+    client = client_for(gateway)
+    args = dict(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=10, temperature=1.0)
+    first = client.chat.completions.create(**args, seed=1234).choices[0].message.content
+    assert client.chat.completions.create(**args, seed=1234).choices[0].message.content == first
+    others = {client.chat.completions.create(**args, seed=s).choices[0].message.content for s in (1, 2, 3)}
+    assert others != {first}  # the seed really drives sampling
+
+
+def test_prompt_longer_than_the_context_is_400(gateway):
+    resp = post_chat(gateway, {"model": MODEL, "max_tokens": 5,
+                               "messages": [{"role": "user", "content": "alpha beta gamma " * 2000}]})
+    assert resp.status_code == 400
+    error = error_of(resp)
+    assert error["code"] in ("context_length_exceeded", "bad_request") and "4096" in error["message"]
+    assert httpx.get(f"{gateway.url}/health", timeout=10).status_code == 200
+
+
 def test_stop_string_cuts_the_answer(gateway):
     client = client_for(gateway)
     args = dict(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=12, temperature=0)

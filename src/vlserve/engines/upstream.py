@@ -187,7 +187,8 @@ async def _read(resp: aiohttp.ClientResponse) -> bytes:
 
 def _mapped(exc: BaseException) -> ServiceError:
     """Transport failures → 503 (can't connect), 504 (too slow), 502 (broke mid-way)."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    # ClientOSError covers a pooled connection the engine closed when it went away.
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ClientOSError)):
         log.warning("upstream unreachable: %s", exc)
         return ServiceError(ErrorKind.ENGINE_UNAVAILABLE, "The model engine is unreachable.",
                             headers={"Retry-After": "5"})

@@ -1,0 +1,111 @@
+"""UpstreamEngine against a fault-injecting upstream on 127.0.0.1.
+
+This is the one place a hand-written upstream belongs: it misbehaves on purpose, in
+ways a real engine does only on a bad day. The model name in a request picks the fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiohttp import web
+
+from vlserve.config import Settings
+from vlserve.engines.upstream import UpstreamEngine
+from vlserve.errors import ErrorKind, ServiceError
+
+CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+
+
+async def chat_handler(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    fault = body["model"]
+    if fault == "slow":
+        await asyncio.sleep(2)
+    if fault == "error500":
+        return web.Response(status=500, text="Internal Server Error")
+    if fault == "garbage":
+        return web.Response(status=200, text="<html>proxy error</html>")
+    if fault in ("midstream", "stall"):
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(CHUNK)
+        if fault == "stall":
+            await asyncio.sleep(2)
+        request.transport.close()  # connection dropped mid-stream
+        return response
+    return web.json_response({"id": "x", "object": "chat.completion", "model": fault,
+                              "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                           "finish_reason": "stop"}]})
+
+
+async def models_handler(_: web.Request) -> web.Response:
+    return web.json_response({"data": [{"id": "m"}]})
+
+
+@pytest.fixture
+async def upstream():
+    app = web.Application()
+    app.add_routes([web.get("/v1/models", models_handler),
+                    web.post("/v1/chat/completions", chat_handler)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def engine(upstream):
+    engine = UpstreamEngine(Settings(LMDEPLOY_BASE_URL=upstream[1], LMDEPLOY_TIMEOUT_S=0.5))
+    await engine.start()
+    assert await engine.wait_ready(5)
+    yield engine
+    await engine.close()
+
+
+def request(model: str, **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": "x"}], **extra}
+
+
+async def error_of(awaitable) -> ServiceError:
+    with pytest.raises(ServiceError) as info:
+        await awaitable
+    return info.value
+
+
+async def test_a_healthy_answer_passes_through(engine):
+    assert (await engine.chat(request("m")))["choices"][0]["message"]["content"] == "ok"
+    assert engine.status().models == ["m"]
+
+
+async def test_slow_upstream_is_504(engine):
+    assert (await error_of(engine.chat(request("slow")))).kind is ErrorKind.UPSTREAM_TIMEOUT
+
+
+async def test_upstream_500_is_502(engine):
+    error = await error_of(engine.chat(request("error500")))
+    assert error.status == 502 and "500" in error.message
+
+
+async def test_non_json_answer_is_502(engine):
+    assert (await error_of(engine.chat(request("garbage")))).status == 502
+
+
+@pytest.mark.parametrize("fault, kind", [("midstream", "bad_gateway"), ("stall", "upstream_timeout")])
+async def test_stream_failures_end_with_an_error_event(engine, fault, kind):
+    stream = await engine.open_stream(request(fault, stream=True))
+    received = b"".join([chunk async for chunk in stream])
+    await stream.aclose()
+    assert received.startswith(CHUNK)
+    last = received.rstrip(b"\n").split(b"\n\n")[-1]
+    assert json.loads(last[6:])["error"]["code"] == kind
+
+
+async def test_upstream_gone_is_503(upstream, engine):
+    await upstream[0].cleanup()  # the engine stops listening after it was found ready
+    error = await error_of(engine.chat(request("m")))
+    assert error.kind is ErrorKind.ENGINE_UNAVAILABLE and error.headers.get("Retry-After")
