@@ -8,6 +8,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# `pytest --hypothesis-profile=fuzz` runs the property and fuzz tests much longer.
+settings.register_profile("fuzz", max_examples=20_000, deadline=None)
 
 from vlserve.tiny_model import ensure_tiny_model  # noqa: E402
 

@@ -60,16 +60,30 @@ class Settings(BaseSettings):
     local_max_queue: int = Field(32, ge=1, alias="LOCAL_MAX_QUEUE")
     cache_dir: Path = Field(Path.home() / ".cache" / "vlserve", alias="VLSERVE_CACHE_DIR")
 
-    # --- media (images) -------------------------------------------------------------
+    # --- media (images and video) ---------------------------------------------------
     media_max_image_bytes: int = Field(20 * MiB, ge=1024, alias="MEDIA_MAX_IMAGE_BYTES")
+    media_max_video_bytes: int = Field(40 * MiB, ge=1024, alias="MEDIA_MAX_VIDEO_BYTES")
+    media_max_total_bytes: int = Field(48 * MiB, ge=1024, alias="MEDIA_MAX_TOTAL_BYTES")
     media_max_images: int = Field(8, ge=1, alias="MEDIA_MAX_IMAGES")
-    media_max_pixels: int = Field(100_000_000, ge=1024, alias="MEDIA_MAX_PIXELS")
+    media_max_pixels: int = Field(80_000_000, ge=1024, alias="MEDIA_MAX_PIXELS")
     media_allow_remote: bool = Field(True, alias="MEDIA_ALLOW_REMOTE")
     media_fetch_timeout_s: float = Field(10.0, gt=0, alias="MEDIA_FETCH_TIMEOUT_S")
     media_max_redirects: int = Field(3, ge=0, alias="MEDIA_MAX_REDIRECTS")
     media_allow_private_hosts: CommaList = Field(default_factory=list, alias="MEDIA_ALLOW_PRIVATE_HOSTS")
+    media_allowed_domains: CommaList = Field(default_factory=list, alias="MEDIA_ALLOWED_DOMAINS")
+    media_denied_domains: CommaList = Field(default_factory=list, alias="MEDIA_DENIED_DOMAINS")
+    allowed_local_media_path: Path | None = Field(None, alias="ALLOWED_LOCAL_MEDIA_PATH")
+    # The pixel budget per image, in Qwen3-VL's terms: 32 = patch 16 x merge 2, and
+    # 1280 visual tokens x 32 x 32 pixels. Qwen's shipped default (~16.7 MP, ~16K
+    # tokens per image) is the top cause of out-of-memory on 24 GB cards.
+    media_downscale: bool = Field(True, alias="MEDIA_DOWNSCALE")
+    media_image_factor: int = Field(32, ge=1, alias="MEDIA_IMAGE_FACTOR")
+    media_image_min_pixels: int = Field(65_536, ge=1, alias="MEDIA_IMAGE_MIN_PIXELS")
+    media_image_max_pixels: int = Field(1280 * 32 * 32, ge=1024, alias="MEDIA_IMAGE_MAX_PIXELS")
+    upstream_mm_kwargs: Literal["lmdeploy", "flat", "off"] = Field("lmdeploy", alias="UPSTREAM_MM_KWARGS")
 
-    @field_validator("lmdeploy_base_url", "media_allow_private_hosts", mode="before")
+    @field_validator("lmdeploy_base_url", "media_allow_private_hosts", "media_allowed_domains",
+                     "media_denied_domains", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -84,10 +98,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"{url!r} is not an http(s) URL")
         return [url.rstrip("/") for url in urls]
 
+    @field_validator("allowed_local_media_path")
+    @classmethod
+    def _check_media_dir(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_dir():
+            raise ValueError(f"{str(path)!r} is not a directory")
+        return path.resolve() if path is not None else None
+
     @model_validator(mode="after")
     def _check_engine(self) -> Settings:
         if self.engine == "upstream" and not self.lmdeploy_base_url:
             raise ValueError("VLSERVE_ENGINE=upstream needs LMDEPLOY_BASE_URL")
+        if self.media_image_min_pixels > self.media_image_max_pixels:
+            raise ValueError("MEDIA_IMAGE_MIN_PIXELS is larger than MEDIA_IMAGE_MAX_PIXELS")
         return self
 
     @property

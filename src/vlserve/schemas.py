@@ -16,15 +16,24 @@ class ImageURL(BaseModel):
     model_config = ConfigDict(extra="allow")
     url: str
     detail: Literal["auto", "low", "high"] | None = None
+    # Qwen-VL's per-image pixel bounds; narrowed to the operator's budget, never widened.
+    min_pixels: int | None = Field(None, ge=1)
+    max_pixels: int | None = Field(None, ge=1)
+
+
+class VideoURL(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    url: str
 
 
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: Literal["text", "image_url"]
+    type: Literal["text", "image_url", "video_url"]
     text: str | None = None
     image_url: ImageURL | None = None
+    video_url: VideoURL | None = None
 
-    @field_validator("image_url", mode="before")
+    @field_validator("image_url", "video_url", mode="before")
     @classmethod
     def _url_as_string(cls, value: Any) -> Any:
         # Some clients send {"image_url": "data:..."}; OpenAI's shape is {"url": ...}.

@@ -21,6 +21,14 @@ def png_bytes(size=(64, 48), color=(200, 30, 30)) -> bytes:
     return buf.getvalue()
 
 
+def jpeg_bytes(size=(64, 48)) -> bytes:
+    """A photo-like JPEG: a gradient, so it compresses like a picture, not a flat colour."""
+    img = Image.linear_gradient("L").resize(size).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
 @pytest.fixture(scope="session")
 def local_server(tiny_model_dir, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")

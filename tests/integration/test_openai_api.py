@@ -31,8 +31,11 @@ def image_part(url: str) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def expected_prompt_tokens(processor, messages, images=()) -> int:
-    """What the model's own processor counts for these messages (images included)."""
+def expected_prompt_tokens(processor, messages, images=(), max_pixels=None) -> int:
+    """What the model's own processor counts for these messages (images included).
+
+    `max_pixels` gives the processor the gateway's pixel budget instead of the checkpoint's.
+    """
     from PIL import Image
     import io
 
@@ -43,7 +46,8 @@ def expected_prompt_tokens(processor, messages, images=()) -> int:
     ]
     text = processor.apply_chat_template(template_messages, tokenize=False, add_generation_prompt=True)
     pil = [Image.open(io.BytesIO(i)).convert("RGB") for i in images]
-    return int(processor(text=[text], images=pil or None, return_tensors="pt")["input_ids"].shape[1])
+    kwargs = {"size": {"shortest_edge": 65536, "longest_edge": max_pixels}} if max_pixels else {}
+    return int(processor(text=[text], images=pil or None, return_tensors="pt", **kwargs)["input_ids"].shape[1])
 
 
 def test_models_list(gateway):
@@ -95,6 +99,21 @@ def test_two_images(gateway, processor):
                                              {"type": "text", "text": "Compare."}]}]
     reply = client_for(gateway).chat.completions.create(model=MODEL, messages=messages, max_tokens=3)
     assert reply.usage.prompt_tokens == expected_prompt_tokens(processor, messages, [a, b])
+
+
+@pytest.mark.parametrize("detail, max_pixels", [(None, 1280 * 32 * 32), ("low", 256 * 32 * 32)])
+def test_a_large_photo_costs_only_the_pixel_budget(gateway, processor, detail, max_pixels):
+    from .conftest import jpeg_bytes
+    photo = jpeg_bytes((2400, 1800))
+    part = image_part(data_url(photo, "image/jpeg"))
+    if detail:
+        part["image_url"]["detail"] = detail
+    messages = [{"role": "user", "content": [part, {"type": "text", "text": "Describe."}]}]
+    reply = client_for(gateway).chat.completions.create(model=MODEL, messages=messages, max_tokens=2)
+    # Downscaled by the gateway to exactly what the processor makes of it under that budget,
+    # not the ~4,200 tokens the checkpoint's own 16.7 MP budget would spend.
+    assert reply.usage.prompt_tokens == expected_prompt_tokens(processor, messages, [photo], max_pixels)
+    assert reply.usage.prompt_tokens <= max_pixels // 1024 + 30
 
 
 def test_stream_with_usage(gateway, processor):
@@ -212,6 +231,18 @@ def test_bad_images_are_4xx(gateway, url, status, code):
     assert error_of(resp)["code"] == code
     # ...and the service still answers.
     assert httpx.get(f"{gateway.url}/health", timeout=10).status_code == 200
+
+
+def test_video_reaches_an_engine_that_takes_it_or_is_refused_clearly(gateway):
+    mp4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 64
+    body = {"model": MODEL, "messages": [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": data_url(mp4, "video/mp4")}}, {"type": "text", "text": "?"}]}]}
+    resp = post_chat(gateway, body)
+    # Both gateways accept the video; the local engine behind them says it can't use it.
+    assert resp.status_code == 415 and "local engine" in error_of(resp)["message"]
+    body["messages"][0]["content"][0]["video_url"]["url"] = data_url(b"not a video at all", "video/mp4")
+    resp = post_chat(gateway, body)
+    assert resp.status_code == 415 and "not a video" in error_of(resp)["message"]
 
 
 def test_text_file_served_as_image_over_http_is_415(gateway, image_server):

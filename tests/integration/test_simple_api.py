@@ -98,6 +98,25 @@ def test_analyze_errors(gateway, body, status):
     assert set(resp.json()["error"]) >= {"message", "type", "code"}
 
 
+@pytest.mark.parametrize("name, data, status", [
+    ("bomb.png", None, 413),
+    ("cut.jpg", "truncated", 400),
+    ("notes.png", b"hello, I am text" * 50, 415),
+    ("empty.png", b"", 400),
+])
+def test_hostile_uploads_are_4xx_and_the_service_keeps_serving(gateway, name, data, status):
+    from ..unit.media_helpers import jpeg, png_bomb
+    if data is None:
+        data = png_bomb()
+    elif data == "truncated":
+        data = jpeg((400, 300))[:-300]
+    resp = post(gateway, "/analyze/upload", data={"task": "caption"}, files={"image": (name, data, "image/png")})
+    assert resp.status_code == status, resp.text
+    assert set(resp.json()["error"]) >= {"message", "type", "code"}
+    ok = post(gateway, "/analyze", json={"task": "caption", "image": b64(png_bytes()), "max_tokens": 2})
+    assert ok.status_code == 200
+
+
 def test_health(gateway):
     resp = httpx.get(f"{gateway.url}/health", timeout=10)
     assert resp.status_code == 200

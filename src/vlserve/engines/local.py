@@ -332,6 +332,9 @@ def _to_processor_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[st
         for part in content:
             if part["type"] == "text":
                 parts.append({"type": "text", "text": part.get("text") or ""})
+            elif part["type"] == "video_url":
+                raise ServiceError(ErrorKind.UNSUPPORTED_MEDIA, "Video is not supported by the local engine; "
+                                   "serve the model with LMDeploy or vLLM (LMDEPLOY_BASE_URL) for video.")
             elif part["type"] == "image_url":
                 data = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
                 images.append(Image.open(io.BytesIO(data)).convert("RGB"))

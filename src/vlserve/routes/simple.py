@@ -39,7 +39,7 @@ async def read_upload(upload: UploadFile, media: MediaNormalizer) -> NormalizedI
     data = await upload.read(limit + 1)
     if len(data) > limit:
         raise ServiceError(ErrorKind.TOO_LARGE, f"The uploaded image is larger than the limit of {limit:,} bytes.")
-    return await media.from_bytes(data)
+    return await media.image_from_bytes(data)
 
 
 async def _infer(request: Request, services, *, stream: bool, **kwargs) -> Response | InferResponse:
@@ -54,7 +54,7 @@ async def _infer(request: Request, services, *, stream: bool, **kwargs) -> Respo
 @router.post("/infer", response_model=InferResponse,
              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream=true"}})
 async def infer(body: InferRequest, request: Request, services: ServicesDep):
-    image = await services.media.normalize(body.image) if body.image else None
+    image = await services.media.image(body.image) if body.image else None
     return await _infer(request, services, stream=body.stream, prompt=body.prompt, image=image,
                         system_prompt=body.system_prompt, model=body.model, sampling=sampling_dict(body))
 
@@ -75,7 +75,7 @@ async def infer_upload(
 
 @router.post("/analyze", response_model=AnalyzeResponse)
 async def analyze(body: AnalyzeRequest, services: ServicesDep) -> AnalyzeResponse:
-    image = await services.media.normalize(body.image)
+    image = await services.media.image(body.image)
     return await oneshot.analyze(services, task=body.task, image=image, question=body.question,
                                  prompt=body.prompt, language=body.language, model=body.model, sampling=body)
 

@@ -1,0 +1,19 @@
+"""Media inputs → validated data URLs.
+
+Every image or video a client sends (data URL, raw base64, http(s) URL, allowed local
+file, upload) passes through `MediaNormalizer` before any engine sees it: engines only
+ever receive data URLs of bytes we have checked. This package knows nothing of engines
+or HTTP frameworks; its failures are ServiceErrors.
+"""
+
+from .encoding import decode_base64, parse_data_url
+from .fetch import GuardedResolver, make_fetch_session
+from .images import NormalizedImage, smart_resize
+from .normalizer import MediaNormalizer
+from .policy import ImageHints, MediaPolicy, PixelBudget
+from .video import NormalizedVideo
+
+__all__ = [
+    "GuardedResolver", "ImageHints", "MediaNormalizer", "MediaPolicy", "NormalizedImage", "NormalizedVideo",
+    "PixelBudget", "decode_base64", "make_fetch_session", "parse_data_url", "smart_resize",
+]

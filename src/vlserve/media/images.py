@@ -1,0 +1,174 @@
+"""Decoding, correcting and (when it saves the engine work) downscaling one image.
+
+CPU-bound throughout: callers run `prepare_image` off the event loop.
+
+An image that needs nothing (a JPEG, PNG or WebP in RGB or greyscale, upright, one
+frame, within the pixel budget) is forwarded byte for byte. Otherwise it is decoded,
+turned upright (EXIF orientation), flattened to RGB (alpha over white, palette, CMYK,
+16-bit, first frame of an animation), resized to exactly the size Qwen-VL's processor
+would resize it to, and re-encoded: PNG for lossless sources, JPEG for lossy ones.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ErrorKind, ServiceError
+from .encoding import to_data_url, too_large
+from .policy import MediaPolicy, PixelBudget
+
+# Pillow format name → MIME type, for every format we accept.
+ACCEPTED_FORMATS = {
+    "JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
+    "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff", "AVIF": "image/avif",
+}
+# Formats every engine reads, forwarded untouched when nothing else needs doing.
+PASS_THROUGH_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
+LOSSY_FORMATS = {"JPEG", "MPO", "WEBP", "AVIF"}
+JPEG_QUALITY = 90
+MAX_ASPECT_RATIO = 200  # Qwen-VL's processor refuses anything longer and thinner
+_EXIF_ORIENTATION = 0x0112
+_SWAPS_SIDES = {5, 6, 7, 8}
+
+# Leading bytes of the accepted formats.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+@dataclass(frozen=True)
+class NormalizedImage:
+    data_url: str
+    mime: str
+    width: int         # the user's image, upright: what result coordinates refer to
+    height: int
+    nbytes: int        # bytes the client sent
+    sent_width: int    # what the engine receives
+    sent_height: int
+    sent_bytes: int
+    reencoded: bool
+
+
+def looks_like_image(data: bytes) -> bool:
+    return data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or \
+        (data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"))
+
+
+def smart_resize(height: int, width: int, budget: PixelBudget) -> tuple[int, int]:
+    """Qwen-VL's processor resize rule (transformers' qwen2_vl `smart_resize`), same rounding."""
+    factor = budget.factor
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ServiceError(ErrorKind.INVALID_IMAGE, f"The image is {width}x{height}; the model accepts "
+                           f"aspect ratios up to {MAX_ASPECT_RATIO}:1.")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > budget.max_pixels:
+        beta = math.sqrt((height * width) / budget.max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < budget.min_pixels:
+        beta = math.sqrt(budget.min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def downscale_target(height: int, width: int, budget: PixelBudget) -> tuple[int, int] | None:
+    """The size to resize to on our side, or None when the processor would not shrink it.
+
+    Only shrinking saves anything: an image the processor would enlarge or merely round
+    to a multiple of the factor is cheaper to send as it is.
+    """
+    target = smart_resize(height, width, budget)
+    factor = budget.factor
+    over_budget = round(height / factor) * factor * round(width / factor) * factor > budget.max_pixels
+    return target if over_budget else None
+
+
+def prepare_image(data: bytes, policy: MediaPolicy, budget: PixelBudget) -> NormalizedImage:
+    if len(data) > policy.max_image_bytes:
+        raise too_large("The image", policy.max_image_bytes)
+    if not data:
+        raise ServiceError(ErrorKind.INVALID_IMAGE, "The image is empty.")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return _prepare_open(img, data, policy, budget)
+    except ServiceError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ServiceError(ErrorKind.TOO_LARGE, "The image has too many pixels to decode safely; the limit is "
+                           f"{policy.max_pixels:,} pixels (MEDIA_MAX_PIXELS).") from None
+    except UnidentifiedImageError:
+        raise ServiceError(ErrorKind.UNSUPPORTED_MEDIA, "The data is not an image in a format we can read.") from None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... on corrupt data
+        raise ServiceError(ErrorKind.INVALID_IMAGE, f"The image could not be decoded ({type(exc).__name__}).") from None
+
+
+def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: PixelBudget) -> NormalizedImage:
+    fmt = img.format
+    if fmt not in ACCEPTED_FORMATS:
+        raise ServiceError(ErrorKind.UNSUPPORTED_MEDIA, f"Image format {fmt} is not accepted; send JPEG, PNG, "
+                           "WebP, GIF, BMP, TIFF or AVIF.")
+    raw_w, raw_h = img.size
+    if raw_w * raw_h > policy.max_pixels:
+        raise ServiceError(ErrorKind.TOO_LARGE, f"The image is {raw_w}x{raw_h} pixels; the limit is "
+                           f"{policy.max_pixels:,} pixels (MEDIA_MAX_PIXELS).")
+    orientation = _orientation(img)
+    width, height = (raw_h, raw_w) if orientation in _SWAPS_SIDES else (raw_w, raw_h)
+    target = downscale_target(height, width, budget) if policy.downscale else None
+    if target is None:
+        smart_resize(height, width, budget)  # the aspect-ratio check, even when not resizing
+    animated = getattr(img, "is_animated", False) and fmt != "MPO"
+    untouched = (target is None and fmt in PASS_THROUGH_FORMATS and img.mode in ("RGB", "L")
+                 and orientation == 1 and not animated)
+    if untouched:
+        img.load()  # a full decode: a truncated or corrupt file fails here, not in the engine
+        mime = ACCEPTED_FORMATS[fmt]
+        return NormalizedImage(to_data_url(mime, data), mime, width, height, len(data), width, height,
+                               len(data), reencoded=False)
+    if target is not None and fmt in ("JPEG", "MPO"):
+        # Let the JPEG decoder skip detail we are about to throw away (1/2, 1/4, 1/8 scale).
+        draft = (target[1], target[0]) if orientation not in _SWAPS_SIDES else (target[0], target[1])
+        img.draft("RGB", draft)
+    img.load()
+    fixed = _to_rgb(ImageOps.exif_transpose(img) if orientation != 1 else img)
+    if target is not None:
+        fixed = fixed.resize((target[1], target[0]), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    mime, encoded = _encode(fixed, lossy=fmt in LOSSY_FORMATS)
+    return NormalizedImage(to_data_url(mime, encoded), mime, width, height, len(data),
+                           fixed.width, fixed.height, len(encoded), reencoded=True)
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # unreadable EXIF is no reason to refuse the picture
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """What the engine expects: 8-bit RGB (or L), transparency composited over white."""
+    if img.mode in ("RGB", "L"):
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale down to 8 bits instead of clipping at 255.
+        return img.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _encode(img: Image.Image, lossy: bool) -> tuple[str, bytes]:
+    buf = io.BytesIO()
+    if lossy:
+        img.save(buf, "JPEG", quality=JPEG_QUALITY)
+        return "image/jpeg", buf.getvalue()
+    img.save(buf, "PNG", compress_level=1)  # fast: these bytes only travel to the engine
+    return "image/png", buf.getvalue()

@@ -1,0 +1,95 @@
+"""MediaNormalizer: any image or video reference → a validated data URL, under a MediaPolicy."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+
+import aiohttp
+
+from ..errors import ErrorKind, ServiceError
+from .encoding import decode_base64, parse_data_url, too_large
+from .fetch import fetch
+from .images import NormalizedImage, looks_like_image, prepare_image
+from .local_files import read_local, refused
+from .policy import ImageHints, MediaPolicy
+from .video import NormalizedVideo, prepare_video, video_mime
+
+_OTHER_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+class MediaNormalizer:
+    """`session` fetches remote media; build it with `make_fetch_session(policy)` so that
+    every address connected to is checked. None means remote URLs are refused."""
+
+    def __init__(self, policy: MediaPolicy, session: aiohttp.ClientSession | None = None) -> None:
+        self.policy = policy
+        self._session = session
+
+    # --- images ---------------------------------------------------------------------------
+    async def image(self, ref: str, hints: ImageHints = ImageHints()) -> NormalizedImage:
+        data = await self._load(ref.strip(), "image", self.policy.max_image_bytes, looks_like_image)
+        return await self.image_from_bytes(data, hints)
+
+    async def image_from_bytes(self, data: bytes, hints: ImageHints = ImageHints()) -> NormalizedImage:
+        return await asyncio.to_thread(prepare_image, data, self.policy, self.policy.budget_for(hints))
+
+    # --- video ----------------------------------------------------------------------------
+    async def video(self, ref: str) -> NormalizedVideo:
+        data = await self._load(ref.strip(), "video", self.policy.max_video_bytes,
+                                lambda b: video_mime(b) is not None)
+        return prepare_video(data, self.policy.max_video_bytes)
+
+    # --- request-wide limits ----------------------------------------------------------------
+    def check_count(self, count: int) -> None:
+        if count > self.policy.max_images:
+            raise ServiceError(ErrorKind.BAD_REQUEST, f"The request has {count} images or videos; the limit "
+                               f"is {self.policy.max_images} per request (MEDIA_MAX_IMAGES).")
+
+    def check_total(self, sizes: Sequence[int]) -> None:
+        if sum(sizes) > self.policy.max_total_bytes:
+            raise too_large("The request's media, all together,", self.policy.max_total_bytes)
+
+    def estimated_size(self, ref: str) -> int:
+        """Bytes an inline (base64) reference will decode to; 0 for URLs and paths."""
+        text = ref.split(",", 1)[1] if ref[:5].lower() == "data:" else ref
+        return 0 if ref[:8].lower().startswith(("http://", "https://", "file:")) else len(text) * 3 // 4
+
+    # --- where the bytes come from -----------------------------------------------------------
+    async def _load(self, ref: str, kind: str, max_bytes: int, is_kind: Callable[[bytes], bool]) -> bytes:
+        head = ref[:16].lower()
+        if head.startswith("data:"):
+            return await asyncio.to_thread(parse_data_url, ref, kind, max_bytes)
+        if head.startswith(("http://", "https://")):
+            if not self.policy.allow_remote or self._session is None:
+                raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, "This server does not fetch URLs "
+                                   "(MEDIA_ALLOW_REMOTE=false); send the data inline as base64.")
+            return await fetch(self._session, ref, self.policy, kind, max_bytes)
+        if head.startswith("file:"):
+            return await asyncio.to_thread(read_local, ref, self.policy.local_dir, max_bytes)
+        if _OTHER_SCHEME.match(head):
+            raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, "Only http(s) URLs, data URLs and base64 are accepted.")
+        return await asyncio.to_thread(self._inline_or_path, ref, max_bytes, is_kind)
+
+    def _inline_or_path(self, ref: str, max_bytes: int, is_kind: Callable[[bytes], bool]) -> bytes:
+        """Raw base64, or a path when the operator allows a media directory.
+
+        Base64 of a JPEG starts with "/9j/": a string that looks like a path is taken as
+        inline data only if it decodes to the signature of what it should be.
+        """
+        path_like = ref.startswith(("/", ".", "~"))
+        data, error = None, None
+        try:
+            data = decode_base64(ref, max_bytes)
+        except ServiceError as exc:
+            if exc.kind is ErrorKind.TOO_LARGE:
+                raise
+            error = exc
+        if data is not None and (is_kind(data) or (not path_like and self.policy.local_dir is None)):
+            return data
+        if self.policy.local_dir is not None:
+            return read_local(ref, self.policy.local_dir, max_bytes)
+        if path_like:
+            raise refused()
+        raise error

@@ -1,0 +1,112 @@
+"""What the media module accepts: limits, the pixel budget, and where it may fetch from."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import ErrorKind, ServiceError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# A per-request `detail: "low"` asks for at most this many visual tokens.
+LOW_DETAIL_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class PixelBudget:
+    """Qwen-VL's resize rule: sides multiples of `factor`, area within [min, max] pixels."""
+
+    factor: int
+    min_pixels: int
+    max_pixels: int
+
+
+@dataclass(frozen=True)
+class ImageHints:
+    """What a client may ask for one image: OpenAI's `detail`, Qwen's min/max pixels."""
+
+    detail: str | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+
+@dataclass(frozen=True)
+class MediaPolicy:
+    max_image_bytes: int
+    max_video_bytes: int
+    max_total_bytes: int
+    max_images: int
+    max_pixels: int
+    allow_remote: bool
+    fetch_timeout_s: float
+    max_redirects: int
+    budget: PixelBudget
+    downscale: bool = True
+    local_dir: Path | None = None
+    allow_private_networks: tuple[Network, ...] = ()
+    allow_private_hostnames: frozenset[str] = field(default_factory=frozenset)
+    allowed_domains: tuple[str, ...] = ()
+    denied_domains: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MediaPolicy:
+        networks, hostnames = [], set()
+        for entry in settings.media_allow_private_hosts:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hostnames.add(entry.lower())
+        return cls(
+            max_image_bytes=settings.media_max_image_bytes, max_video_bytes=settings.media_max_video_bytes,
+            max_total_bytes=settings.media_max_total_bytes, max_images=settings.media_max_images,
+            max_pixels=settings.media_max_pixels, allow_remote=settings.media_allow_remote,
+            fetch_timeout_s=settings.media_fetch_timeout_s, max_redirects=settings.media_max_redirects,
+            budget=PixelBudget(settings.media_image_factor, settings.media_image_min_pixels,
+                               settings.media_image_max_pixels),
+            downscale=settings.media_downscale, local_dir=settings.allowed_local_media_path,
+            allow_private_networks=tuple(networks), allow_private_hostnames=frozenset(hostnames),
+            allowed_domains=tuple(d.lower().lstrip(".") for d in settings.media_allowed_domains),
+            denied_domains=tuple(d.lower().lstrip(".") for d in settings.media_denied_domains),
+        )
+
+    # --- network rules ------------------------------------------------------------------
+    def address_allowed(self, address: str) -> bool:
+        """Public unicast addresses only, unless the operator allowed a private range."""
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self.allow_private_networks):
+            return True
+        return ip.is_global and not ip.is_multicast
+
+    def check_domain(self, host: str) -> None:
+        """Operator's allow/deny lists; a domain matches itself and its subdomains."""
+        host = host.lower().rstrip(".")
+
+        def matches(domain: str) -> bool:
+            return host == domain or host.endswith("." + domain)
+
+        if any(matches(d) for d in self.denied_domains):
+            raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, f"Fetching from {host} is denied by this server's "
+                               "domain list (MEDIA_DENIED_DOMAINS).")
+        if self.allowed_domains and not any(matches(d) for d in self.allowed_domains):
+            raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, f"{host} is not on this server's list of domains "
+                               "it fetches media from (MEDIA_ALLOWED_DOMAINS).")
+
+    # --- the pixel budget for one image -------------------------------------------------
+    def budget_for(self, hints: ImageHints) -> PixelBudget:
+        """The operator's budget, narrowed (never widened) by what the client asked for."""
+        base = self.budget
+        low_floor = base.factor * base.factor
+        max_pixels = base.max_pixels
+        if hints.detail == "low":
+            max_pixels = min(max_pixels, LOW_DETAIL_TOKENS * low_floor)
+        if hints.max_pixels is not None:
+            max_pixels = max(low_floor, min(max_pixels, hints.max_pixels))
+        min_pixels = min(base.min_pixels, max_pixels)
+        if hints.min_pixels is not None:
+            min_pixels = max(low_floor, min(hints.min_pixels, max_pixels))
+        return PixelBudget(base.factor, min_pixels, max_pixels)

@@ -1,0 +1,47 @@
+"""Images and policies for the media tests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+from vlserve.config import Settings
+from vlserve.media import ImageHints, MediaNormalizer, MediaPolicy
+
+
+def policy(**overrides) -> MediaPolicy:
+    return MediaPolicy.from_settings(Settings(**overrides))
+
+
+def encode(img: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def png(size=(32, 24), mode="RGB", color=0) -> bytes:
+    return encode(Image.new(mode, size, color), "PNG")
+
+
+def jpeg(size=(32, 24), color=(10, 200, 10), **params) -> bytes:
+    return encode(Image.new("RGB", size, color), "JPEG", **params)
+
+
+def png_bomb(width=100_000, height=100_000) -> bytes:
+    """A tiny PNG whose header claims a huge image."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+
+
+def normalize(ref: str, hints: ImageHints = ImageHints(), **overrides):
+    return asyncio.run(MediaNormalizer(policy(**overrides)).image(ref, hints))
+
+
+def from_bytes(data: bytes, hints: ImageHints = ImageHints(), **overrides):
+    return asyncio.run(MediaNormalizer(policy(**overrides)).image_from_bytes(data, hints))

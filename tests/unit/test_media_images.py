@@ -1,0 +1,147 @@
+"""Image correctness (orientation, colour modes, frames) and downscaling to the model's budget."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from PIL import Image
+
+from vlserve.media import ImageHints, PixelBudget, smart_resize
+from vlserve.errors import ServiceError
+
+from .media_helpers import encode, from_bytes, jpeg
+
+BUDGET = PixelBudget(32, 65_536, 1280 * 32 * 32)
+
+
+def decoded(image) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(image.data_url.split(",", 1)[1])))
+
+
+def with_orientation(img: Image.Image, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(img, "JPEG", exif=exif.tobytes(), quality=95)
+
+
+def halves(size=(40, 20), left=(255, 0, 0), right=(0, 0, 255)) -> Image.Image:
+    img = Image.new("RGB", size, right)
+    img.paste(left, (0, 0, size[0] // 2, size[1]))
+    return img
+
+
+def test_exif_orientation_is_applied_and_sizes_are_the_users():
+    image = from_bytes(with_orientation(halves(), 6))  # 6: rotate 90° clockwise to view
+    assert (image.width, image.height) == (20, 40) and image.reencoded
+    upright = decoded(image).convert("RGB")
+    assert upright.size == (20, 40)
+    top, bottom = upright.getpixel((10, 5)), upright.getpixel((10, 35))
+    assert top[0] > 200 and bottom[2] > 200  # the red left half is now on top
+
+
+def test_alpha_is_composited_over_white():
+    img = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    img.paste((255, 0, 0, 255), (0, 0, 8, 16))
+    out = decoded(from_bytes(encode(img, "PNG")))
+    assert out.mode == "RGB" and out.format == "PNG"
+    assert out.getpixel((12, 8)) == (255, 255, 255) and out.getpixel((2, 8)) == (255, 0, 0)
+
+
+def test_palette_with_transparency():
+    img = Image.new("P", (16, 16), 0)
+    img.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    img.paste(1, (0, 0, 8, 16))
+    out = decoded(from_bytes(encode(img, "PNG", transparency=0)))
+    assert out.getpixel((12, 8)) == (255, 255, 255) and out.getpixel((2, 8)) == (0, 255, 0)
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    out = decoded(from_bytes(encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG")))
+    assert out.mode == "RGB" and out.getpixel((8, 8))[0] > 200
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped():
+    img = Image.new("I;16", (16, 16), 32768)
+    out = decoded(from_bytes(encode(img, "PNG")))
+    assert out.mode == "L" and 120 <= out.getpixel((8, 8)) <= 136
+
+
+def test_animation_uses_the_first_frame():
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    out = decoded(from_bytes(buf.getvalue()))
+    assert getattr(out, "n_frames", 1) == 1 and out.convert("RGB").getpixel((8, 8))[0] > 200
+
+
+def test_avif_is_accepted_and_reencoded():
+    image = from_bytes(encode(Image.new("RGB", (64, 48), (0, 128, 0)), "AVIF"))
+    assert image.mime == "image/jpeg" and (image.width, image.height) == (64, 48)
+
+
+# --- downscaling --------------------------------------------------------------------
+
+@given(st.integers(32, 20_000), st.integers(32, 20_000),
+       st.sampled_from([(28, 3136, 1003520), (32, 65536, 1310720), (32, 65536, 16777216), (16, 1024, 262144)]))
+@settings(max_examples=500, deadline=None)
+def test_smart_resize_is_transformers_own(height, width, bounds):
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
+
+    factor, lo, hi = bounds
+    try:
+        expected = hf_smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
+    except ValueError:
+        with pytest.raises(ServiceError):
+            smart_resize(height, width, PixelBudget(factor, lo, hi))
+        return
+    assert smart_resize(height, width, PixelBudget(factor, lo, hi)) == expected
+
+
+def grid(processor, img: Image.Image, budget: PixelBudget):
+    out = processor.image_processor(images=[img.convert("RGB")], return_tensors="pt",
+                                    size={"shortest_edge": budget.min_pixels, "longest_edge": budget.max_pixels})
+    return out["image_grid_thw"].tolist()
+
+
+@pytest.mark.parametrize("size, orientation", [((4000, 3000), 1), ((4000, 3000), 6), ((1920, 1080), 1),
+                                               ((5000, 700), 1), ((1210, 1100), 1), ((3000, 4000), 8)])
+def test_downscaled_image_is_what_the_processor_would_make(processor, size, orientation):
+    raw = halves(size) if orientation == 1 else halves(size)
+    data = with_orientation(raw, orientation)
+    image = from_bytes(data)
+    upright = decoded(image)
+    expected_h, expected_w = smart_resize(image.height, image.width, BUDGET)
+    assert (upright.height, upright.width) == (expected_h, expected_w) == (image.sent_height, image.sent_width)
+    assert image.sent_width * image.sent_height <= BUDGET.max_pixels
+    # The engine's processor then leaves it alone: the same visual tokens as the original.
+    original = Image.open(io.BytesIO(data))
+    from PIL import ImageOps
+    assert grid(processor, upright, BUDGET) == grid(processor, ImageOps.exif_transpose(original), BUDGET)
+    assert image.sent_bytes < image.nbytes
+
+
+def test_images_within_budget_travel_byte_for_byte():
+    data = jpeg((1000, 800))
+    image = from_bytes(data)
+    assert not image.reencoded and base64.b64decode(image.data_url.split(",", 1)[1]) == data
+
+
+def test_downscaling_can_be_switched_off():
+    image = from_bytes(jpeg((4000, 3000)), MEDIA_DOWNSCALE=False)
+    assert not image.reencoded and (image.sent_width, image.sent_height) == (4000, 3000)
+
+
+@pytest.mark.parametrize("hints, max_pixels", [
+    (ImageHints(detail="low"), 256 * 32 * 32),
+    (ImageHints(max_pixels=200_000), 200_000),
+    (ImageHints(max_pixels=50_000_000), 1280 * 32 * 32),  # never beyond the operator's budget
+    (ImageHints(detail="high"), 1280 * 32 * 32),
+])
+def test_per_request_hints_within_operator_bounds(hints, max_pixels):
+    image = from_bytes(jpeg((2000, 1500)), hints)
+    assert image.sent_width * image.sent_height <= max_pixels
+    budget = PixelBudget(32, 65_536 if max_pixels >= 65_536 else max_pixels, max_pixels)
+    assert (image.sent_height, image.sent_width) == smart_resize(1500, 2000, budget)
