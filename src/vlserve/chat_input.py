@@ -87,11 +87,10 @@ async def build_chat_request(body: ChatCompletionRequest, engine_model: str, set
     return apply_defaults(request, settings)
 
 
-def simple_messages(prompt: str, image: NormalizedImage | None, system_prompt: str | None) -> list[dict[str, Any]]:
-    """The chat messages behind /infer and /analyze: [system], user(image?, text)."""
-    content: list[dict[str, Any]] = []
-    if image is not None:
-        content.append({"type": "image_url", "image_url": {"url": image.data_url}})
+def simple_messages(prompt: str, images: list[NormalizedImage], system_prompt: str | None) -> list[dict[str, Any]]:
+    """The chat messages behind /infer and /analyze: [system], user(images..., text)."""
+    content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image.data_url}}
+                                     for image in images]
     content.append({"type": "text", "text": prompt})
     messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
     if system_prompt:

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     media_image_min_pixels: int = Field(65_536, ge=1, alias="MEDIA_IMAGE_MIN_PIXELS")
     media_image_max_pixels: int = Field(1280 * 32 * 32, ge=1024, alias="MEDIA_IMAGE_MAX_PIXELS")
     upstream_mm_kwargs: Literal["lmdeploy", "flat", "off"] = Field("lmdeploy", alias="UPSTREAM_MM_KWARGS")
+    upstream_guided_decoding: bool = Field(True, alias="UPSTREAM_GUIDED_DECODING")
 
     @field_validator("lmdeploy_base_url", "media_allow_private_hosts", "media_allowed_domains",
                      "media_denied_domains", mode="before")

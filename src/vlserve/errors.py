@@ -66,6 +66,7 @@ class ServiceError(Exception):
         param: str | None = None,
         status: int | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -74,10 +75,11 @@ class ServiceError(Exception):
         # An upstream 4xx keeps its own status (e.g. 422) even when no kind matches it.
         self.status = status or kind.status
         self.headers = headers or {}
+        self.extra = extra or {}  # more fields for the error object (e.g. a model's raw output)
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.kind.type,
-                          "param": self.param, "code": self.kind.code}}
+                          "param": self.param, "code": self.kind.code, **self.extra}}
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)

@@ -81,16 +81,25 @@ class InferRequest(SamplingFields):
     stream: bool = False
 
 
-AnalyzeTask = Literal["caption", "ocr", "qa"]
+AnalyzeTask = Literal["caption", "describe", "ocr", "document", "detect", "point", "qa", "extract", "compare"]
 
 
 class AnalyzeRequest(SamplingFields):
-    task: AnalyzeTask = Field(description="caption: one sentence; ocr: the text in reading order; "
-                                          "qa: answer `question` about the image.")
-    image: str = Field(description="Data URL, raw base64 or http(s) URL.")
-    question: str | None = Field(None, description="Required for task=qa.")
+    model_config = ConfigDict(populate_by_name=True)
+    task: AnalyzeTask = Field(description=(
+        "caption: one sentence; describe: a paragraph; ocr: text in reading order (boxes=true: lines "
+        "with boxes); document: the page as Markdown (format=html: HTML); detect: boxes of `objects` "
+        "(or of everything); point: points of `objects`; qa: answer `question`; extract: a JSON object "
+        "valid against `schema`; compare: answer `question` about two or more `images`."))
+    image: str | None = Field(None, description="Data URL, raw base64 or http(s) URL.")
+    images: list[str] | None = Field(None, description="Several images (task=compare).")
+    question: str | None = Field(None, description="For qa and compare.")
+    objects: list[str] | None = Field(None, description="What to find (detect, point); empty: everything.")
+    boxes: bool = Field(False, description="ocr: return each line with its box.")
+    format: Literal["markdown", "html"] = Field("markdown", description="document: output format.")
+    json_schema: dict[str, Any] | None = Field(None, alias="schema", description="extract: a JSON Schema.")
     prompt: str | None = Field(None, description="Replaces the task's built-in prompt.")
-    language: str | None = Field(None, description="Answer in this language (caption, qa).")
+    language: str | None = Field(None, description="Answer in this language (caption, describe, qa, compare).")
     model: str | None = None
 
 
@@ -115,9 +124,10 @@ class ImageSize(BaseModel):
 
 class AnalyzeResponse(BaseModel):
     task: str
-    result: Any
-    text: str
+    result: Any = Field(description="The task's structured result; boxes and points in the image's pixels.")
+    text: str = Field(description="The model's raw answer.")
     model: str
     usage: Usage
     latency_ms: float
-    image: ImageSize
+    image: ImageSize = Field(description="The (first) image's size, upright, as the user sent it.")
+    images: list[ImageSize] | None = None

@@ -64,19 +64,40 @@ def test_infer_upload_of_a_text_file_is_415(gateway):
     assert resp.json()["error"]["code"] == "unsupported_media_type"
 
 
-@pytest.mark.parametrize("task, fields, key", [
-    ("caption", {}, "caption"),
-    ("ocr", {}, "text"),
-    ("qa", {"question": "What colour is it?"}, "answer"),
+@pytest.mark.parametrize("task, fields, keys", [
+    ("caption", {}, {"caption"}),
+    ("describe", {"language": "French"}, {"description"}),
+    ("ocr", {}, {"text", "lines"}),
+    ("ocr", {"boxes": True}, {"text", "lines", "parsed"}),
+    ("document", {}, {"markdown"}),
+    ("document", {"format": "html"}, {"html"}),
+    ("detect", {"objects": ["person", "red car"]}, {"objects", "parsed"}),
+    ("detect", {}, {"objects", "parsed"}),
+    ("point", {"objects": ["cup"]}, {"points", "parsed"}),
+    ("qa", {"question": "What colour is it?"}, {"answer"}),
+    ("compare", {"question": "Which is brighter?", "images": [b64(png_bytes((50, 40), (0, 0, 0)))]}, {"answer"}),
 ])
-def test_analyze_tasks(gateway, task, fields, key):
+def test_every_task_through_the_real_servers(gateway, task, fields, keys):
     resp = post(gateway, "/analyze", json={"task": task, "image": b64(png_bytes((120, 90))),
-                                           "max_tokens": 4, **fields})
+                                           "max_tokens": 8, **fields})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body["task"] == task and key in body["result"]
+    assert body["task"] == task and set(body["result"]) == keys
     assert body["image"] == {"width": 120, "height": 90}
     assert isinstance(body["text"], str) and body["usage"]["completion_tokens"] >= 1
+    if task == "compare":
+        assert body["images"] == [{"width": 120, "height": 90}, {"width": 50, "height": 40}]
+    if "objects" in keys:  # random text is not JSON: an empty, honest result
+        assert body["result"]["objects"] == [] or body["result"]["parsed"]
+
+
+def test_extract_with_a_model_that_cannot_comply_is_422_with_its_text(gateway):
+    schema = {"type": "object", "properties": {"total": {"type": "number"}}, "required": ["total"]}
+    resp = post(gateway, "/analyze", json={"task": "extract", "image": b64(png_bytes()), "schema": schema,
+                                           "max_tokens": 8})
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "validation_error" and isinstance(error["raw_output"], str)
 
 
 def test_analyze_upload(gateway):
@@ -86,11 +107,30 @@ def test_analyze_upload(gateway):
     assert resp.json()["image"] == {"width": 200, "height": 100}
 
 
+def test_analyze_upload_detect_and_compare(gateway):
+    resp = post(gateway, "/analyze/upload", data={"task": "detect", "objects": "person, car", "max_tokens": "3"},
+                files={"image": ("a.png", png_bytes(), "image/png")})
+    assert resp.status_code == 200 and "objects" in resp.json()["result"]
+    two = [("image", ("a.png", png_bytes(), "image/png")), ("image", ("b.png", png_bytes((30, 30)), "image/png"))]
+    resp = post(gateway, "/analyze/upload", data={"task": "compare", "question": "Same?", "max_tokens": "3"},
+                files=two)
+    assert resp.status_code == 200, resp.text
+    assert len(resp.json()["images"]) == 2
+    resp = post(gateway, "/analyze/upload", data={"task": "extract", "schema": "{not json"},
+                files={"image": ("a.png", png_bytes(), "image/png")})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "schema"
+
+
 @pytest.mark.parametrize("body, status", [
     ({"task": "qa", "image": b64(png_bytes())}, 400),            # qa without a question
     ({"task": "teleport", "image": b64(png_bytes())}, 400),      # unknown task
     ({"task": "caption"}, 400),                                   # no image
     ({"task": "caption", "image": "AAAA"}, 415),                  # base64 of non-image bytes
+    ({"task": "compare", "image": b64(png_bytes()), "question": "?"}, 400),  # compare needs two
+    ({"task": "caption", "images": [b64(png_bytes())] * 2}, 400),            # caption takes one
+    ({"task": "extract", "image": b64(png_bytes())}, 400),                   # no schema
+    ({"task": "extract", "image": b64(png_bytes()), "schema": {"type": 7}}, 400),  # invalid schema
+    ({"task": "detect", "image": b64(png_bytes()), "objects": "person"}, 400),     # objects is a list
 ])
 def test_analyze_errors(gateway, body, status):
     resp = post(gateway, "/analyze", json=body)

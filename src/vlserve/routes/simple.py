@@ -5,12 +5,15 @@ Each has a JSON form and a multipart form (`/upload`) that takes the image as a 
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import json
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from .. import oneshot
+from ..analysis import TaskInput
 from ..chat_input import sampling_dict
 from ..errors import ErrorKind, ServiceError
 from ..media import MediaNormalizer, NormalizedImage
@@ -73,23 +76,52 @@ async def infer_upload(
                         system_prompt=system_prompt, model=model, sampling=sampling_dict(sampling))
 
 
+def _task_input(task: str, image_count: int, *, question, language, objects, boxes, format, prompt) -> TaskInput:
+    return TaskInput(task=task, question=question, language=language, objects=tuple(objects or ()),
+                     boxes=boxes, format=format, image_count=image_count, prompt=prompt)
+
+
 @router.post("/analyze", response_model=AnalyzeResponse)
 async def analyze(body: AnalyzeRequest, services: ServicesDep) -> AnalyzeResponse:
-    image = await services.media.image(body.image)
-    return await oneshot.analyze(services, task=body.task, image=image, question=body.question,
-                                 prompt=body.prompt, language=body.language, model=body.model, sampling=body)
+    refs = ([body.image] if body.image else []) + (body.images or [])
+    if not refs:
+        raise ServiceError(ErrorKind.BAD_REQUEST, "Send the image as `image` (or several as `images`).",
+                           param="image")
+    services.media.check_count(len(refs))
+    images = list(await asyncio.gather(*(services.media.image(ref) for ref in refs)))
+    spec = _task_input(body.task, len(images), question=body.question, language=body.language,
+                       objects=body.objects, boxes=body.boxes, format=body.format, prompt=body.prompt)
+    return await oneshot.analyze(services, spec=spec, images=images, model=body.model,
+                                 sampling=sampling_dict(body), schema=body.json_schema)
 
 
 @router.post("/analyze/upload", response_model=AnalyzeResponse)
 async def analyze_upload(
     services: ServicesDep, sampling: SamplingFormDep,
     task: Annotated[AnalyzeTask, Form()],
-    image: Annotated[UploadFile, File(description="The image to analyse")],
+    image: Annotated[list[UploadFile], File(description="The image (repeat the field for task=compare)")],
     question: Annotated[str | None, Form()] = None,
+    objects: Annotated[str | None, Form(description="Comma-separated, for detect and point")] = None,
+    boxes: Annotated[bool, Form()] = False,
+    format: Annotated[Literal["markdown", "html"], Form()] = "markdown",
+    json_schema: Annotated[str | None, Form(alias="schema", description="A JSON Schema as JSON text (extract)")] = None,
     prompt: Annotated[str | None, Form()] = None,
     language: Annotated[str | None, Form()] = None,
     model: Annotated[str | None, Form()] = None,
 ) -> AnalyzeResponse:
-    normalized = await read_upload(image, services.media)
-    return await oneshot.analyze(services, task=task, image=normalized, question=question, prompt=prompt,
-                                 language=language, model=model, sampling=sampling)
+    services.media.check_count(len(image))
+    images = list(await asyncio.gather(*(read_upload(upload, services.media) for upload in image)))
+    names = [o.strip() for o in (objects or "").split(",") if o.strip()]
+    spec = _task_input(task, len(images), question=question, language=language, objects=names, boxes=boxes,
+                       format=format, prompt=prompt)
+    return await oneshot.analyze(services, spec=spec, images=images, model=model,
+                                 sampling=sampling_dict(sampling), schema=_parse_schema(json_schema))
+
+
+def _parse_schema(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ServiceError(ErrorKind.BAD_REQUEST, "`schema` is not valid JSON.", param="schema") from None

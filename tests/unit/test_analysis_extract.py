@@ -1,0 +1,116 @@
+"""Extraction against a JSON Schema: guided decoding asked for, validation, one repair, 422.
+
+The upstream here is scripted: it records what the UpstreamEngine sends and answers
+with prepared texts, so the success and repair paths can be driven on purpose (the
+tiny random model never writes valid JSON).
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from aiohttp import web
+
+from vlserve.analysis import TaskInput
+from vlserve.app_state import Services
+from vlserve.catalog import ModelCatalog
+from vlserve.config import Settings
+from vlserve.engines.upstream import UpstreamEngine
+from vlserve.errors import ServiceError
+from vlserve.gpu import GpuMonitor
+from vlserve.media import MediaNormalizer, MediaPolicy
+from vlserve.oneshot import analyze
+
+from .media_helpers import png
+
+SCHEMA = {"type": "object", "properties": {"total": {"type": "number"}, "currency": {"type": "string"}},
+          "required": ["total", "currency"], "additionalProperties": False}
+
+
+class ScriptedUpstream:
+    def __init__(self) -> None:
+        self.answers: list[str] = []
+        self.requests: list[dict] = []
+
+    async def models(self, _):
+        return web.json_response({"data": [{"id": "scripted"}]})
+
+    async def chat(self, request):
+        self.requests.append(await request.json())
+        return web.json_response({"model": "scripted", "usage": {"prompt_tokens": 10, "completion_tokens": 5,
+                                                                 "total_tokens": 15},
+                                  "choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant", "content": self.answers.pop(0)}}]})
+
+
+@pytest.fixture
+async def scripted():
+    upstream = ScriptedUpstream()
+    app = web.Application()
+    app.add_routes([web.get("/v1/models", upstream.models), web.post("/v1/chat/completions", upstream.chat)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield upstream, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def services(scripted, request):
+    guided = getattr(request, "param", "true")
+    settings = Settings(LMDEPLOY_BASE_URL=scripted[1], UPSTREAM_GUIDED_DECODING=guided)
+    engine = UpstreamEngine(settings)
+    await engine.start()
+    assert await engine.wait_ready(5)
+    media = MediaNormalizer(MediaPolicy.from_settings(settings))
+    yield Services(settings, engine, ModelCatalog(settings, engine), media, GpuMonitor())
+    await engine.close()
+
+
+async def run(services, schema=SCHEMA):
+    image = await services.media.image(base64.b64encode(png()).decode())
+    return await analyze(services, spec=TaskInput("extract"), images=[image], model=None, sampling={}, schema=schema)
+
+
+async def test_valid_answer_and_guided_decoding_requested(scripted, services):
+    upstream = scripted[0]
+    upstream.answers = ['```json\n{"total": 42.5, "currency": "EUR"}\n```']
+    response = await run(services)
+    assert response.result == {"total": 42.5, "currency": "EUR"}
+    sent = upstream.requests[0]
+    assert sent["response_format"] == {"type": "json_schema", "json_schema": {"name": "extraction", "schema": SCHEMA}}
+    assert '"currency"' in sent["messages"][-1]["content"][-1]["text"]  # the schema is in the prompt too
+
+
+async def test_one_repair_turn(scripted, services):
+    upstream = scripted[0]
+    upstream.answers = ['{"total": "forty-two"}', '{"total": 42, "currency": "USD"}']
+    response = await run(services)
+    assert response.result == {"total": 42, "currency": "USD"}
+    repair = upstream.requests[1]["messages"]
+    assert repair[-2] == {"role": "assistant", "content": '{"total": "forty-two"}'}
+    assert "not valid against the schema" in repair[-1]["content"]
+    assert response.usage.total_tokens == 30  # both turns counted
+
+
+async def test_still_invalid_is_422_with_the_raw_text(scripted, services):
+    scripted[0].answers = ["no idea", "still no idea"]
+    with pytest.raises(ServiceError) as info:
+        await run(services)
+    assert info.value.status == 422 and info.value.body()["error"]["raw_output"] == "still no idea"
+
+
+@pytest.mark.parametrize("services", ["false"], indirect=True)
+async def test_guided_decoding_can_be_switched_off(scripted, services):
+    scripted[0].answers = ['{"total": 1, "currency": "EUR"}']
+    await run(services)
+    assert "response_format" not in scripted[0].requests[0]
+
+
+@pytest.mark.parametrize("schema", [None, {}, {"type": "no-such-type"}, ["not", "an", "object"]])
+async def test_bad_schemas_are_400(services, schema):
+    with pytest.raises(ServiceError) as info:
+        await run(services, schema)
+    assert info.value.status == 400 and info.value.param == "schema"
