@@ -121,6 +121,63 @@ def gpu(
     console.print(table)
 
 
+@app.command()
+def analyze(
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders, text files of paths/URLs, or URLs")],
+    task: Annotated[str, typer.Option(help="caption, describe, ocr, document, detect, point, qa, extract")] = "caption",
+    out: Annotated[Path, typer.Option(help="JSON Lines output; re-running with it resumes")] = Path("results.jsonl"),
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight")] = 4,
+    question: Annotated[str | None, typer.Option(help="For qa")] = None,
+    objects: Annotated[str | None, typer.Option(help="Comma-separated, for detect and point")] = None,
+    boxes: Annotated[bool, typer.Option(help="ocr: lines with boxes")] = False,
+    schema: Annotated[Path | None, typer.Option(help="extract: a JSON Schema file")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens per answer")] = None,
+    draw: Annotated[Path | None, typer.Option(help="Write copies of the images with results drawn here")] = None,
+    server: ServerOption = "http://127.0.0.1:8000",
+    api_key: KeyOption = None,
+) -> None:
+    """Analyse many images with a running service, one JSON line per image."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .batch import BatchJob, collect_sources, is_url, recorded_sources, run_batch
+    from .drawing import draw_result
+
+    fields: dict = {k: v for k, v in {"question": question, "max_tokens": max_tokens}.items() if v is not None}
+    if objects:
+        fields["objects"] = [o.strip() for o in objects.split(",") if o.strip()]
+    if boxes:
+        fields["boxes"] = True
+    if schema:
+        fields["schema"] = json.loads(schema.read_text())
+    sources = collect_sources(paths)
+    job = BatchJob(server=server, task=task, fields=fields, api_key=api_key, concurrency=concurrency)
+    counts = {"ok": 0, "failed": 0}
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}/s"), TimeRemainingColumn(), TextColumn("{task.fields[failed]} failed")]
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(f"{task}", total=len(sources), rate="-", failed=0)
+
+        def record(line: dict) -> None:
+            counts["ok" if line["ok"] else "failed"] += 1
+            if draw and line["ok"] and not is_url(line["source"]):
+                draw_result(Path(line["source"]), line.get("result") or {}, draw / (Path(line["source"]).stem + ".png"))
+            speed = progress.tasks[0].speed
+            progress.update(bar, advance=1, failed=counts["failed"], rate=f"{speed:.1f}" if speed else "-")
+
+        progress.update(bar, completed=len(recorded_sources(out) & set(sources)))  # resumed
+        try:
+            ran = asyncio.run(run_batch(job, sources, out, record))
+        except KeyboardInterrupt:
+            progress.stop()
+            typer.echo(f"interrupted: {counts['ok']} done, {counts['failed']} failed this run; "
+                       f"results so far are in {out}; run the same command again to resume", err=True)
+            raise typer.Exit(130) from None
+    typer.echo(f"{ran} analysed ({counts['ok']} ok, {counts['failed']} failed), "
+               f"{len(sources) - ran} already in {out}", err=True)
+
+
 @app.command("tiny-model")
 def tiny_model(
     out_dir: Annotated[Path, typer.Argument(help="Directory to write the checkpoint to")],
