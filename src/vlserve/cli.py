@@ -57,7 +57,26 @@ def serve(
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     typer.echo(_startup_banner(settings), err=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=settings.drain_timeout_s)
+
+
+@app.command()
+def launch(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [env HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [env PORT]")] = None,
+    model: Annotated[str | None, typer.Option(help="Checkpoint LMDeploy serves [env MODEL_PATH]")] = None,
+) -> None:
+    """Start LMDeploy as a supervised child and serve the gateway in front of it (the container entrypoint)."""
+    from .launcher import run_launcher
+
+    settings = _settings(HOST=host, PORT=port, MODEL_PATH=model)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code = run_launcher(settings)
+    except SettingsError as exc:
+        typer.echo(f"vlserve: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -41,6 +41,19 @@ class Settings(BaseSettings):
     lmdeploy_skip_warmup: bool = Field(True, alias="LMDEPLOY_SKIP_WARMUP")
     lmdeploy_enable_check_env: bool = Field(False, alias="LMDEPLOY_ENABLE_CHECK_ENV")
 
+    # --- `vlserve launch`: the engine child process ------------------------------------
+    engine_command: str | None = Field(None, alias="ENGINE_COMMAND")
+    engine_port: int = Field(23333, ge=1, le=65535, alias="ENGINE_PORT")
+    engine_startup_timeout_s: float = Field(1800.0, gt=0, alias="ENGINE_STARTUP_TIMEOUT_S")
+    engine_stop_timeout_s: float = Field(30.0, gt=0, alias="ENGINE_STOP_TIMEOUT_S")
+    engine_restart: bool = Field(False, alias="ENGINE_RESTART")
+    engine_max_restarts: int = Field(5, ge=0, alias="ENGINE_MAX_RESTARTS")
+    lmdeploy_extra_args: str = Field("", alias="LMDEPLOY_EXTRA_ARGS")
+    lmdeploy_metrics: bool = Field(False, alias="LMDEPLOY_METRICS")
+    lmdeploy_cache_max_entry_count: float | None = Field(None, gt=0, le=1, alias="LMDEPLOY_CACHE_MAX_ENTRY_COUNT")
+    lmdeploy_max_batch_size: int | None = Field(None, ge=1, alias="LMDEPLOY_MAX_BATCH_SIZE")
+    drain_timeout_s: float = Field(30.0, ge=0, alias="DRAIN_TIMEOUT_S")
+
     # --- sampling defaults (fill only what a client leaves out) ---------------------
     # Qwen3-VL-Instruct's recommended sampling.
     max_tokens: int = Field(1024, ge=1, alias="MAX_TOKENS")

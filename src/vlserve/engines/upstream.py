@@ -71,6 +71,12 @@ class UpstreamEngine:
         except TimeoutError:
             return False
 
+    def mark_down(self, reason: str) -> None:
+        """Known to be gone (the launcher saw the process exit): 503 now, not at the next probe."""
+        for replica in self._replicas:
+            replica.ready, replica.last_error = False, reason
+        self._ready_event.clear()
+
     async def _probe_forever(self) -> None:
         while True:
             await asyncio.gather(*(self._probe(replica) for replica in self._replicas))
