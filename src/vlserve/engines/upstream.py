@@ -24,6 +24,7 @@ import aiohttp
 from ..config import Settings
 from ..errors import ErrorKind, ServiceError
 from .base import EngineStatus, EngineStream
+from .lmdeploy_compat import StreamTranslator, check_completion
 
 log = logging.getLogger("vlserve.upstream")
 
@@ -130,9 +131,11 @@ class UpstreamEngine:
             if resp.status != 200:
                 raise upstream_error(resp.status, body, resp.headers)
         try:
-            return json.loads(body)
+            completion = json.loads(body)
         except ValueError:
             raise ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine sent a response that is not JSON.") from None
+        check_completion(completion)
+        return completion
 
     async def open_stream(self, request: dict[str, Any]) -> EngineStream:
         # Streams have no total deadline; LMDEPLOY_TIMEOUT_S bounds each silent gap instead.
@@ -150,9 +153,17 @@ class UpstreamEngine:
 
     async def _relay(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         finished = False
+        translator = StreamTranslator()
         try:
             async for chunk in resp.content.iter_any():
-                yield chunk
+                out = translator.feed(chunk)
+                if out:
+                    yield out
+                if translator.failed:
+                    return  # an error event ends the stream; closing drops the upstream request
+            tail = translator.flush()
+            if tail:
+                yield tail
             finished = True
         except (aiohttp.ClientError, TimeoutError) as exc:
             yield _mapped(exc).sse_event()
