@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from .admission import Admission
 from .app_state import Services
+from .auth import ApiKeyAuth
 from .catalog import ModelCatalog
 from .config import Settings
 from .engines.base import Engine
@@ -38,8 +40,10 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
         policy = MediaPolicy.from_settings(settings)
         fetch_session = make_fetch_session(policy) if settings.media_allow_remote else None
         await the_engine.start()
+        admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
+                              settings.queue_timeout_s)
         app.state.services = Services(settings, the_engine, ModelCatalog(settings, the_engine),
-                                      MediaNormalizer(policy, fetch_session), monitor)
+                                      MediaNormalizer(policy, fetch_session), monitor, admission)
         try:
             yield
         finally:
@@ -55,4 +59,5 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
     app.include_router(simple.router)
     app.include_router(ops.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), open_ops=settings.auth_open_ops)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .admission import Admission
 from .catalog import ModelCatalog
 from .config import Settings
 from .engines.base import Engine
@@ -18,3 +19,4 @@ class Services:
     catalog: ModelCatalog
     media: MediaNormalizer
     gpu: GpuMonitor
+    admission: Admission

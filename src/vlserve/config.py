@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
     max_request_bytes: int = Field(64 * MiB, ge=1024, alias="MAX_REQUEST_BYTES")
 
+    # --- access and admission ---------------------------------------------------------
+    api_keys: CommaList = Field(default_factory=list, alias="API_KEYS", repr=False)
+    api_keys_file: Path | None = Field(None, alias="API_KEYS_FILE")
+    auth_open_ops: bool = Field(True, alias="AUTH_OPEN_OPS")
+    max_concurrent_requests: int = Field(64, ge=1, alias="MAX_CONCURRENT_REQUESTS")
+    max_queued_requests: int = Field(256, ge=0, alias="MAX_QUEUED_REQUESTS")
+    queue_timeout_s: float = Field(30.0, gt=0, alias="QUEUE_TIMEOUT_S")
+
     # --- LocalEngine --------------------------------------------------------------------
     local_device: Literal["auto", "cpu", "cuda"] = Field("auto", alias="LOCAL_DEVICE")
     local_threads: int | None = Field(None, ge=1, alias="LOCAL_THREADS")
@@ -97,7 +105,7 @@ class Settings(BaseSettings):
     upstream_guided_decoding: bool = Field(True, alias="UPSTREAM_GUIDED_DECODING")
 
     @field_validator("lmdeploy_base_url", "media_allow_private_hosts", "media_allowed_domains",
-                     "media_denied_domains", mode="before")
+                     "media_denied_domains", "api_keys", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -111,6 +119,21 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} is not an http(s) URL")
         return [url.rstrip("/") for url in urls]
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _check_keys_file(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"{str(path)!r} is not a readable file")
+        return path
+
+    def all_api_keys(self) -> list[str]:
+        """API_KEYS plus one key per line of API_KEYS_FILE (blank lines and # comments skipped)."""
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            lines = (line.strip() for line in self.api_keys_file.read_text().splitlines())
+            keys += [line for line in lines if line and not line.startswith("#")]
+        return keys
 
     @field_validator("allowed_local_media_path")
     @classmethod

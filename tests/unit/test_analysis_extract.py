@@ -12,6 +12,7 @@ import base64
 import pytest
 from aiohttp import web
 
+from vlserve.admission import Admission
 from vlserve.analysis import TaskInput
 from vlserve.app_state import Services
 from vlserve.catalog import ModelCatalog
@@ -65,7 +66,7 @@ async def services(scripted, request):
     await engine.start()
     assert await engine.wait_ready(5)
     media = MediaNormalizer(MediaPolicy.from_settings(settings))
-    yield Services(settings, engine, ModelCatalog(settings, engine), media, GpuMonitor())
+    yield Services(settings, engine, ModelCatalog(settings, engine), media, GpuMonitor(), Admission(4, 4, 5))
     await engine.close()
 
 

@@ -56,16 +56,23 @@ class EngineStream:
 
     def __init__(self, chunks: AsyncIterator[bytes], on_close: Callable[[], Any] | None = None) -> None:
         self._chunks = chunks
-        self._on_close = on_close
+        self._on_close: list[Callable[[], Any]] = [on_close] if on_close else []
+        self._closed = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks
 
+    def add_close_callback(self, callback: Callable[[], Any]) -> None:
+        self._on_close.append(callback)
+
     async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             await self._chunks.aclose()
         finally:
-            if self._on_close is not None:
-                result = self._on_close()
+            for callback in self._on_close:
+                result = callback()
                 if inspect.isawaitable(result):
                     await result

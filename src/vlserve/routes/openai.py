@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse, Response
 from ..chat_input import build_chat_request
 from ..schemas import ChatCompletionRequest
 from .deps import ServicesDep
-from .streaming import ClientGone, cancel_on_disconnect, client_gone_response, sse_response
+from .streaming import (ClientGone, admitted, admitted_stream, cancel_on_disconnect, client_gone_response,
+                        sse_response)
 
 router = APIRouter(tags=["OpenAI-compatible"])
 
@@ -28,8 +29,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
     engine_model = services.catalog.resolve(body.model)
     payload = await build_chat_request(body, engine_model, services.settings, services.media)
     if body.stream:
-        return sse_response(await services.engine.open_stream(payload))
+        return sse_response(await admitted_stream(services, lambda: services.engine.open_stream(payload)))
     try:
-        return JSONResponse(await cancel_on_disconnect(request, services.engine.chat(payload)))
+        return JSONResponse(await cancel_on_disconnect(request, admitted(services, services.engine.chat(payload))))
     except ClientGone:
         return client_gone_response()

@@ -19,7 +19,8 @@ from ..errors import ErrorKind, ServiceError
 from ..media import MediaNormalizer, NormalizedImage
 from ..schemas import AnalyzeRequest, AnalyzeResponse, AnalyzeTask, InferRequest, InferResponse, SamplingFields
 from .deps import ServicesDep
-from .streaming import ClientGone, cancel_on_disconnect, client_gone_response, sse_response
+from .streaming import (ClientGone, admitted, admitted_stream, cancel_on_disconnect, client_gone_response,
+                        sse_response)
 
 router = APIRouter(tags=["Simple"])
 
@@ -47,9 +48,9 @@ async def read_upload(upload: UploadFile, media: MediaNormalizer) -> NormalizedI
 
 async def _infer(request: Request, services, *, stream: bool, **kwargs) -> Response | InferResponse:
     if stream:
-        return sse_response(await oneshot.infer_stream(services, **kwargs))
+        return sse_response(await admitted_stream(services, lambda: oneshot.infer_stream(services, **kwargs)))
     try:
-        return await cancel_on_disconnect(request, oneshot.infer(services, **kwargs))
+        return await cancel_on_disconnect(request, admitted(services, oneshot.infer(services, **kwargs)))
     except ClientGone:
         return client_gone_response()
 
@@ -91,8 +92,8 @@ async def analyze(body: AnalyzeRequest, services: ServicesDep) -> AnalyzeRespons
     images = list(await asyncio.gather(*(services.media.image(ref) for ref in refs)))
     spec = _task_input(body.task, len(images), question=body.question, language=body.language,
                        objects=body.objects, boxes=body.boxes, format=body.format, prompt=body.prompt)
-    return await oneshot.analyze(services, spec=spec, images=images, model=body.model,
-                                 sampling=sampling_dict(body), schema=body.json_schema)
+    return await admitted(services, oneshot.analyze(services, spec=spec, images=images, model=body.model,
+                                                    sampling=sampling_dict(body), schema=body.json_schema))
 
 
 @router.post("/analyze/upload", response_model=AnalyzeResponse)
@@ -114,8 +115,8 @@ async def analyze_upload(
     names = [o.strip() for o in (objects or "").split(",") if o.strip()]
     spec = _task_input(task, len(images), question=question, language=language, objects=names, boxes=boxes,
                        format=format, prompt=prompt)
-    return await oneshot.analyze(services, spec=spec, images=images, model=model,
-                                 sampling=sampling_dict(sampling), schema=_parse_schema(json_schema))
+    return await admitted(services, oneshot.analyze(services, spec=spec, images=images, model=model,
+                                                    sampling=sampling_dict(sampling), schema=_parse_schema(json_schema)))
 
 
 def _parse_schema(text: str | None) -> Any:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from fastapi import Request, Response
@@ -22,6 +23,32 @@ def sse_response(stream: EngineStream) -> StreamingResponse:
     # The background task runs when the response ends for any reason, client gone included.
     return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS,
                              background=BackgroundTask(stream.aclose))
+
+
+async def admitted(services, work: Awaitable[T]) -> T:
+    """Run engine work inside an admission place (429 when there is none to be had)."""
+    try:
+        release = await services.admission.acquire()
+    except BaseException:
+        if inspect.iscoroutine(work):
+            work.close()  # refused before it started: no "never awaited" warning
+        raise
+    try:
+        return await work
+    finally:
+        release()
+
+
+async def admitted_stream(services, open_stream: Callable[[], Awaitable[EngineStream]]) -> EngineStream:
+    """Open a stream inside an admission place, held until the stream is closed."""
+    release = await services.admission.acquire()
+    try:
+        stream = await open_stream()
+    except BaseException:
+        release()
+        raise
+    stream.add_close_callback(release)
+    return stream
 
 
 class ClientGone(Exception):
