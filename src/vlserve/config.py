@@ -34,8 +34,10 @@ class Settings(BaseSettings):
 
     # --- upstream (LMDeploy or any OpenAI-compatible server) ------------------------
     lmdeploy_base_url: CommaList = Field(default_factory=list, alias="LMDEPLOY_BASE_URL")
-    lmdeploy_timeout_s: float = Field(300.0, gt=0, alias="LMDEPLOY_TIMEOUT_S")
+    lmdeploy_timeout_s: float = Field(600.0, gt=0, alias="LMDEPLOY_TIMEOUT_S")
     upstream_connect_timeout_s: float = Field(5.0, gt=0, alias="UPSTREAM_CONNECT_TIMEOUT_S")
+    upstream_first_byte_timeout_s: float = Field(300.0, gt=0, alias="UPSTREAM_FIRST_BYTE_TIMEOUT_S")
+    upstream_idle_timeout_s: float = Field(120.0, gt=0, alias="UPSTREAM_IDLE_TIMEOUT_S")
     upstream_max_connections: int = Field(256, ge=1, alias="UPSTREAM_MAX_CONNECTIONS")
     lmdeploy_executor_backend: str = Field("mp", alias="LMDEPLOY_EXECUTOR_BACKEND")
     lmdeploy_skip_warmup: bool = Field(True, alias="LMDEPLOY_SKIP_WARMUP")

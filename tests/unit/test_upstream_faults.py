@@ -60,7 +60,7 @@ async def upstream():
 
 @pytest.fixture
 async def engine(upstream):
-    engine = UpstreamEngine(Settings(LMDEPLOY_BASE_URL=upstream[1], LMDEPLOY_TIMEOUT_S=0.5))
+    engine = UpstreamEngine(Settings(LMDEPLOY_BASE_URL=upstream[1], LMDEPLOY_TIMEOUT_S=0.5, UPSTREAM_IDLE_TIMEOUT_S=0.5))
     await engine.start()
     assert await engine.wait_ready(5)
     yield engine

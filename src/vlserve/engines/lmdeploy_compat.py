@@ -14,11 +14,13 @@ and a recording of 0.18.0 (../shared/fixtures/lmdeploy-0.18.0/):
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ..errors import ErrorKind, ServiceError
 
 _MARKER = b'"error'  # in every event that may need translating; absent from ordinary chunks
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 
 def check_completion(body: Any) -> None:
@@ -68,15 +70,17 @@ class StreamTranslator:
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._pending + chunk
-        cut = data.rfind(b"\n\n") + 2
-        if cut < 2:
+        # Events end with a blank line: "\n\n", or "\r\n\r\n" from servers that use CRLF.
+        lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+        cut = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+        if cut == 0:
             self._pending = data
             return b""
         ready, self._pending = data[:cut], data[cut:]
         if _MARKER not in ready:
             return ready
         out = []
-        for event in ready.split(b"\n\n")[:-1]:
+        for event in _EVENT_END.split(ready)[:-1]:
             translated = self._translate(event)
             out.append(translated)
             if self.failed:

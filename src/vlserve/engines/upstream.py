@@ -6,17 +6,23 @@ stream closed early (client gone) closes the upstream connection, which is how L
 and vLLM learn to abort the generation.
 
 Until an upstream answers `GET /v1/models`, the engine is not ready (health is 503) and
-a background probe keeps trying, so the gateway may start before its engine.
+a background probe keeps trying, so the gateway may start before its engine. With
+several replicas (replicas.py), a request that fails before its first byte reached the
+client (connection refused, 5xx) is sent once more to another replica; never after.
+
+Timeouts: UPSTREAM_CONNECT_TIMEOUT_S to connect; UPSTREAM_FIRST_BYTE_TIMEOUT_S until a
+stream's response starts; UPSTREAM_IDLE_TIMEOUT_S for any silence within a body;
+LMDEPLOY_TIMEOUT_S for the whole request. Each is a 504, or a final SSE error event once
+a stream has begun; the upstream connection is closed, which cancels the generation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -25,31 +31,17 @@ from ..config import Settings
 from ..errors import ErrorKind, ServiceError
 from .base import EngineStatus, EngineStream
 from .lmdeploy_compat import StreamTranslator, check_completion
+from .replicas import Replica, ReplicaSet
 
 log = logging.getLogger("vlserve.upstream")
-
-PROBE_INTERVAL_LOADING_S = 1.0
-PROBE_INTERVAL_READY_S = 10.0
-
-
-@dataclass
-class Replica:
-    base_url: str
-    ready: bool = False
-    models: list[str] = field(default_factory=list)
-    last_error: str = "not probed yet"
-
 
 class UpstreamEngine:
     kind = "upstream"
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._replicas = [Replica(url) for url in settings.lmdeploy_base_url]
-        self._rotation = itertools.cycle(range(len(self._replicas)))
+        self.replicas = ReplicaSet(settings.lmdeploy_base_url, settings.upstream_connect_timeout_s)
         self._session: aiohttp.ClientSession | None = None
-        self._probe_task: asyncio.Task | None = None
-        self._ready_event = asyncio.Event()
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -57,79 +49,44 @@ class UpstreamEngine:
                                          keepalive_timeout=30, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
                                               timeout=aiohttp.ClientTimeout(total=None))
-        self._probe_task = asyncio.create_task(self._probe_forever())
+        self.replicas.start(self._session)
 
     async def close(self) -> None:
-        if self._probe_task:
-            self._probe_task.cancel()
+        self.replicas.close()
         if self._session:
             await self._session.close()
 
     async def wait_ready(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._ready_event.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+        return await self.replicas.wait_ready(timeout)
 
     def mark_down(self, reason: str) -> None:
         """Known to be gone (the launcher saw the process exit): 503 now, not at the next probe."""
-        for replica in self._replicas:
-            replica.ready, replica.last_error = False, reason
-        self._ready_event.clear()
-
-    async def _probe_forever(self) -> None:
-        while True:
-            await asyncio.gather(*(self._probe(replica) for replica in self._replicas))
-            if any(r.ready for r in self._replicas):
-                self._ready_event.set()
-            all_ready = all(r.ready for r in self._replicas)
-            await asyncio.sleep(PROBE_INTERVAL_READY_S if all_ready else PROBE_INTERVAL_LOADING_S)
-
-    async def _probe(self, replica: Replica) -> None:
-        timeout = aiohttp.ClientTimeout(total=self._settings.upstream_connect_timeout_s)
-        try:
-            async with self._session.get(f"{replica.base_url}/v1/models", timeout=timeout) as resp:
-                body = await resp.json(content_type=None)
-                if resp.status != 200:
-                    raise ValueError(f"HTTP {resp.status}")
-                models = [m["id"] for m in body.get("data", []) if isinstance(m, dict) and m.get("id")]
-                if not models:
-                    raise ValueError("no models listed")
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, AttributeError) as exc:
-            if replica.ready:
-                log.warning("upstream %s stopped answering: %s", replica.base_url, exc)
-            replica.ready, replica.last_error = False, f"{type(exc).__name__}: {exc}".rstrip(": ")
-            return
-        if not replica.ready:
-            log.info("upstream %s ready, models %s", replica.base_url, models)
-        replica.ready, replica.models, replica.last_error = True, models, ""
+        self.replicas.mark_down(reason)
 
     def status(self) -> EngineStatus:
-        ready = [r for r in self._replicas if r.ready]
+        replicas = self.replicas.replicas
         info = {"engine": "upstream", "replicas": [
-            {"ready": r.ready, **({"error": r.last_error} if not r.ready else {})} for r in self._replicas]}
+            {"ready": r.ready, "in_flight": r.in_flight, **({"error": r.last_error} if not r.ready else {})}
+            for r in replicas]}
+        ready = [r for r in replicas if r.ready]
         if ready:
             models = list(dict.fromkeys(m for r in ready for m in r.models))
             return EngineStatus(True, "ready", models, info)
-        return EngineStatus(False, "waiting for the upstream engine: " + self._replicas[0].last_error, [], info)
-
-    def _pick(self) -> Replica:
-        for _ in range(len(self._replicas)):
-            replica = self._replicas[next(self._rotation)]
-            if replica.ready:
-                return replica
-        raise ServiceError(ErrorKind.ENGINE_UNAVAILABLE, "The model engine is not available yet; retry shortly.",
-                           headers={"Retry-After": "5"})
+        return EngineStatus(False, "waiting for the upstream engine: " + replicas[0].last_error, [], info)
 
     # --- requests ---------------------------------------------------------------------
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        # A non-streamed answer arrives whole: LMDEPLOY_TIMEOUT_S bounds it all.
         timeout = aiohttp.ClientTimeout(total=self._settings.lmdeploy_timeout_s,
                                         sock_connect=self._settings.upstream_connect_timeout_s)
-        async with self._post(request, timeout) as resp:
+        resp, replica = await self._open(request, timeout, first_byte_s=self._settings.lmdeploy_timeout_s)
+        try:
             body = await _read(resp)
-            if resp.status != 200:
-                raise upstream_error(resp.status, body, resp.headers)
+        finally:
+            resp.release()
+            replica.in_flight -= 1
+        if resp.status != 200:
+            raise upstream_error(resp.status, body, resp.headers)
         try:
             completion = json.loads(body)
         except ValueError:
@@ -138,33 +95,82 @@ class UpstreamEngine:
         return completion
 
     async def open_stream(self, request: dict[str, Any]) -> EngineStream:
-        # Streams have no total deadline; LMDEPLOY_TIMEOUT_S bounds each silent gap instead.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._settings.upstream_connect_timeout_s,
-                                        sock_read=self._settings.lmdeploy_timeout_s)
-        context = self._post(request, timeout)
-        resp = await context.__aenter__()
+        settings = self._settings
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.upstream_connect_timeout_s,
+                                        sock_read=settings.upstream_idle_timeout_s)
+        deadline = time.monotonic() + settings.lmdeploy_timeout_s
+        resp, replica = await self._open(request, timeout, first_byte_s=settings.upstream_first_byte_timeout_s)
         if resp.status != 200:
             try:
                 body = await _read(resp)
             finally:
-                await context.__aexit__(None, None, None)
+                resp.release()
+                replica.in_flight -= 1
             raise upstream_error(resp.status, body, resp.headers)
-        return EngineStream(self._relay(resp), on_close=resp.close)
+        stream = EngineStream(self._relay(resp, deadline), on_close=resp.close)
+        stream.add_close_callback(lambda: setattr(replica, "in_flight", replica.in_flight - 1))
+        return stream
 
-    async def _relay(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        finished = False
+    async def _open(self, request: dict[str, Any], timeout: aiohttp.ClientTimeout,
+                    first_byte_s: float) -> tuple[aiohttp.ClientResponse, Replica]:
+        """Send to the least busy replica; once more to another if it fails before answering."""
+        tried: list[Replica] = []
+        while True:
+            replica = self.replicas.pick(exclude=tried)
+            replica.in_flight += 1
+            try:
+                resp = await self._send(replica, request, timeout, first_byte_s)
+            except ServiceError as exc:
+                replica.in_flight -= 1
+                if exc.kind is not ErrorKind.ENGINE_UNAVAILABLE:
+                    raise  # a timeout may still be running there: never sent twice
+                self.replicas.take_out(replica, exc.message)
+                if tried or not self.replicas.others_ready(replica):
+                    raise
+                tried.append(replica)
+                continue
+            if resp.status >= 500 and not tried and self.replicas.others_ready(replica):
+                resp.release()
+                replica.in_flight -= 1
+                self.replicas.take_out(replica, f"answered HTTP {resp.status}")
+                tried.append(replica)
+                continue
+            return resp, replica
+
+    async def _send(self, replica: Replica, request: dict[str, Any], timeout: aiohttp.ClientTimeout,
+                    first_byte_s: float) -> aiohttp.ClientResponse:
+        try:
+            async with asyncio.timeout(first_byte_s):
+                return await self._session.post(f"{replica.base_url}/v1/chat/completions", json=request,
+                                                timeout=timeout)
+        except TimeoutError:
+            raise ServiceError(ErrorKind.UPSTREAM_TIMEOUT, f"The model engine did not start answering within "
+                               f"{first_byte_s:g} s.") from None
+        except aiohttp.ClientError as exc:
+            raise _mapped(exc) from None
+
+    async def _relay(self, resp: aiohttp.ClientResponse, deadline: float) -> AsyncIterator[bytes]:
+        finished = done_seen = False
         translator = StreamTranslator()
         try:
             async for chunk in resp.content.iter_any():
                 out = translator.feed(chunk)
                 if out:
+                    done_seen = done_seen or b"[DONE]" in out
                     yield out
                 if translator.failed:
                     return  # an error event ends the stream; closing drops the upstream request
+                if time.monotonic() > deadline:
+                    yield ServiceError(ErrorKind.UPSTREAM_TIMEOUT, "The answer took longer than "
+                                       f"{self._settings.lmdeploy_timeout_s:g} s (LMDEPLOY_TIMEOUT_S).").sse_event()
+                    return
             tail = translator.flush()
             if tail:
                 yield tail
             finished = True
+            if not (done_seen or b"[DONE]" in tail):  # cut short, or not SSE at all
+                yield ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine's stream ended before it was "
+                                   "complete.").sse_event()
         except (aiohttp.ClientError, TimeoutError) as exc:
             yield _mapped(exc).sse_event()
         finally:
@@ -172,27 +178,6 @@ class UpstreamEngine:
                 resp.release()
             else:  # client gone or upstream broke: drop the connection so the engine aborts
                 resp.close()
-
-    def _post(self, request: dict[str, Any], timeout: aiohttp.ClientTimeout):
-        replica = self._pick()
-        return _Guarded(self._session.post(f"{replica.base_url}/v1/chat/completions", json=request,
-                                           timeout=timeout))
-
-
-class _Guarded:
-    """Wraps an aiohttp request context so transport failures become ServiceErrors."""
-
-    def __init__(self, context) -> None:
-        self._context = context
-
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        try:
-            return await self._context.__aenter__()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _mapped(exc) from None
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._context.__aexit__(*exc)
 
 
 async def _read(resp: aiohttp.ClientResponse) -> bytes:
