@@ -18,6 +18,7 @@ from .errors import install_error_handlers
 from .gpu import GpuMonitor
 from .limits import BodySizeLimit
 from .media import MediaNormalizer, MediaPolicy, make_fetch_session
+from .observability import Metrics, Observe
 from .routes import ops, openai, simple
 
 log = logging.getLogger("vlserve")
@@ -32,6 +33,8 @@ def make_engine(settings: Settings) -> Engine:
 
 
 def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor | None = None) -> FastAPI:
+    metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_engine = engine or make_engine(settings)
@@ -42,8 +45,10 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
         await the_engine.start()
         admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
                               settings.queue_timeout_s)
-        app.state.services = Services(settings, the_engine, ModelCatalog(settings, the_engine),
-                                      MediaNormalizer(policy, fetch_session), monitor, admission)
+        media = MediaNormalizer(policy, fetch_session, on_image=metrics.count_image)
+        app.state.services = Services(settings, the_engine, ModelCatalog(settings, the_engine), media, monitor,
+                                      admission, metrics)
+        metrics.watch(app.state.services)
         try:
             yield
         finally:
@@ -60,4 +65,5 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
     app.include_router(ops.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), open_ops=settings.auth_open_ops)
+    app.add_middleware(Observe, metrics=metrics)  # outermost: 401s and 413s are counted and logged too
     return app

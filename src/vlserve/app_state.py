@@ -10,6 +10,7 @@ from .config import Settings
 from .engines.base import Engine
 from .gpu import GpuMonitor
 from .media import MediaNormalizer
+from .observability import Metrics
 
 
 @dataclass
@@ -20,3 +21,4 @@ class Services:
     media: MediaNormalizer
     gpu: GpuMonitor
     admission: Admission
+    metrics: Metrics

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import Settings, SettingsError, load_settings
+from .observability import configure_access_log
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Serve Qwen3-VL (and other vision-language models) behind an OpenAI-compatible API.")
@@ -56,8 +57,9 @@ def serve(
     settings = _settings(HOST=host, PORT=port, MODEL_PATH=model)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     typer.echo(_startup_banner(settings), err=True)
+    configure_access_log()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=settings.drain_timeout_s)
+                timeout_graceful_shutdown=settings.drain_timeout_s, access_log=False)
 
 
 @app.command()
@@ -71,6 +73,7 @@ def launch(
 
     settings = _settings(HOST=host, PORT=port, MODEL_PATH=model)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_access_log()
     try:
         code = run_launcher(settings)
     except SettingsError as exc:

@@ -52,7 +52,8 @@ class Launcher:
     async def run(self) -> int:
         app = create_app(self.gateway_settings, engine=self.engine)
         config = uvicorn.Config(app, host=self.settings.host, port=self.settings.port,
-                                log_level=self.settings.log_level, timeout_graceful_shutdown=self.settings.drain_timeout_s)
+                                log_level=self.settings.log_level, access_log=False,
+                                timeout_graceful_shutdown=self.settings.drain_timeout_s)
         self.server = _Server(config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -58,7 +58,9 @@ async def infer_stream(services: Services, *, prompt: str, image: NormalizedImag
     request = _request(services, model, simple_messages(prompt, [image] if image else [], system_prompt), sampling)
     request.update(stream=True, stream_options={"include_usage": True})
     upstream = await services.engine.open_stream(request)
-    return EngineStream(_text_deltas(upstream, request["model"]), on_close=upstream.aclose)
+    stream = EngineStream(_text_deltas(upstream, request["model"]), on_close=upstream.aclose)
+    stream.add_close_callback(lambda: setattr(stream, "usage", upstream.usage))
+    return stream
 
 
 async def _text_deltas(upstream: EngineStream, model: str) -> AsyncIterator[bytes]:

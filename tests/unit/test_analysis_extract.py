@@ -21,6 +21,7 @@ from vlserve.engines.upstream import UpstreamEngine
 from vlserve.errors import ServiceError
 from vlserve.gpu import GpuMonitor
 from vlserve.media import MediaNormalizer, MediaPolicy
+from vlserve.observability import Metrics
 from vlserve.oneshot import analyze
 
 from .media_helpers import png
@@ -66,7 +67,7 @@ async def services(scripted, request):
     await engine.start()
     assert await engine.wait_ready(5)
     media = MediaNormalizer(MediaPolicy.from_settings(settings))
-    yield Services(settings, engine, ModelCatalog(settings, engine), media, GpuMonitor(), Admission(4, 4, 5))
+    yield Services(settings, engine, ModelCatalog(settings, engine), media, GpuMonitor(), Admission(4, 4, 5), Metrics())
     await engine.close()
 
 

@@ -58,6 +58,7 @@ class EngineStream:
         self._chunks = chunks
         self._on_close: list[Callable[[], Any]] = [on_close] if on_close else []
         self._closed = False
+        self.usage: dict[str, int] | None = None  # set by the engine when the stream reports it
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks

@@ -56,6 +56,19 @@ def _error_event(payload: dict[str, Any]) -> ServiceError | None:
     return None
 
 
+def usage_in(events: bytes, report: Any) -> None:
+    """Hand the last `usage` object found in these SSE events to `report`."""
+    for event in reversed(_EVENT_END.split(events)):
+        if event.startswith(b"data: {"):
+            try:
+                usage = json.loads(event[6:]).get("usage")
+            except ValueError:
+                continue
+            if isinstance(usage, dict):
+                report(usage)
+                return
+
+
 class StreamTranslator:
     """Passes SSE bytes through untouched, except events that are errors in LMDeploy's
     shapes: those become our `{"error": {...}}` event, and the stream ends there.

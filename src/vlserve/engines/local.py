@@ -13,7 +13,7 @@ import base64
 import io
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -135,9 +135,14 @@ class LocalEngine:
         prepared = await self._prepare(request)
         include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         self._turn().check()  # a full queue is refused before the response starts
-        return EngineStream(self._stream(request["model"], prepared, include_usage))
+        def report(usage: dict[str, int]) -> None:
+            stream.usage = usage
 
-    async def _stream(self, model: str, prepared: PreparedPrompt, include_usage: bool) -> AsyncIterator[bytes]:
+        stream = EngineStream(self._stream(request["model"], prepared, include_usage, report))
+        return stream
+
+    async def _stream(self, model: str, prepared: PreparedPrompt, include_usage: bool,
+                      report_usage: Callable[[dict[str, int]], None]) -> AsyncIterator[bytes]:
         cid = oai.completion_id()
         completion_tokens, finish = 0, "length"
         async with self._turn(), aclosing(self._generate(prepared)) as pieces:
@@ -148,6 +153,7 @@ class LocalEngine:
                     yield oai.sse(oai.chunk(cid, model, {"content": piece}, None, include_usage))
                 finish = finish_reason or finish
             yield oai.sse(oai.chunk(cid, model, {}, finish, include_usage))
+            report_usage(oai.usage(prepared.prompt_tokens, completion_tokens))
             if include_usage:
                 yield oai.sse(oai.usage_chunk(cid, model, oai.usage(prepared.prompt_tokens, completion_tokens)))
             yield oai.DONE

@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -30,7 +30,7 @@ import aiohttp
 from ..config import Settings
 from ..errors import ErrorKind, ServiceError
 from .base import EngineStatus, EngineStream
-from .lmdeploy_compat import StreamTranslator, check_completion
+from .lmdeploy_compat import StreamTranslator, check_completion, usage_in
 from .replicas import Replica, ReplicaSet
 
 log = logging.getLogger("vlserve.upstream")
@@ -107,7 +107,10 @@ class UpstreamEngine:
                 resp.release()
                 replica.in_flight -= 1
             raise upstream_error(resp.status, body, resp.headers)
-        stream = EngineStream(self._relay(resp, deadline), on_close=resp.close)
+        def report(usage: dict[str, Any]) -> None:
+            stream.usage = usage
+
+        stream = EngineStream(self._relay(resp, deadline, report), on_close=resp.close)
         stream.add_close_callback(lambda: setattr(replica, "in_flight", replica.in_flight - 1))
         return stream
 
@@ -149,7 +152,8 @@ class UpstreamEngine:
         except aiohttp.ClientError as exc:
             raise _mapped(exc) from None
 
-    async def _relay(self, resp: aiohttp.ClientResponse, deadline: float) -> AsyncIterator[bytes]:
+    async def _relay(self, resp: aiohttp.ClientResponse, deadline: float,
+                     report_usage: Callable[[dict[str, Any]], None]) -> AsyncIterator[bytes]:
         finished = done_seen = False
         translator = StreamTranslator()
         try:
@@ -157,6 +161,8 @@ class UpstreamEngine:
                 out = translator.feed(chunk)
                 if out:
                     done_seen = done_seen or b"[DONE]" in out
+                    if b'"completion_tokens"' in out:  # the usage chunk: rare, so parsing it is cheap
+                        usage_in(out, report_usage)
                     yield out
                 if translator.failed:
                     return  # an error event ends the stream; closing drops the upstream request

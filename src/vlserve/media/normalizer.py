@@ -23,9 +23,11 @@ class MediaNormalizer:
     """`session` fetches remote media; build it with `make_fetch_session(policy)` so that
     every address connected to is checked. None means remote URLs are refused."""
 
-    def __init__(self, policy: MediaPolicy, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, policy: MediaPolicy, session: aiohttp.ClientSession | None = None,
+                 on_image: Callable[[NormalizedImage], None] | None = None) -> None:
         self.policy = policy
         self._session = session
+        self._on_image = on_image  # e.g. metrics of bytes in and out
 
     # --- images ---------------------------------------------------------------------------
     async def image(self, ref: str, hints: ImageHints = ImageHints()) -> NormalizedImage:
@@ -33,7 +35,10 @@ class MediaNormalizer:
         return await self.image_from_bytes(data, hints)
 
     async def image_from_bytes(self, data: bytes, hints: ImageHints = ImageHints()) -> NormalizedImage:
-        return await asyncio.to_thread(prepare_image, data, self.policy, self.policy.budget_for(hints))
+        image = await asyncio.to_thread(prepare_image, data, self.policy, self.policy.budget_for(hints))
+        if self._on_image is not None:
+            self._on_image(image)
+        return image
 
     # --- video ----------------------------------------------------------------------------
     async def video(self, ref: str) -> NormalizedVideo:

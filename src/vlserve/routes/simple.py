@@ -18,9 +18,9 @@ from ..chat_input import sampling_dict
 from ..errors import ErrorKind, ServiceError
 from ..media import MediaNormalizer, NormalizedImage
 from ..schemas import AnalyzeRequest, AnalyzeResponse, AnalyzeTask, InferRequest, InferResponse, SamplingFields
-from .deps import ServicesDep
+from .deps import ObservationDep, ServicesDep, get_observation
 from .streaming import (ClientGone, admitted, admitted_stream, cancel_on_disconnect, client_gone_response,
-                        sse_response)
+                        report_stream_usage, sse_response)
 
 router = APIRouter(tags=["Simple"])
 
@@ -47,12 +47,24 @@ async def read_upload(upload: UploadFile, media: MediaNormalizer) -> NormalizedI
 
 
 async def _infer(request: Request, services, *, stream: bool, **kwargs) -> Response | InferResponse:
+    obs = get_observation(request)
     if stream:
-        return sse_response(await admitted_stream(services, lambda: oneshot.infer_stream(services, **kwargs)))
+        opened = await admitted_stream(services, lambda: oneshot.infer_stream(services, **kwargs))
+        return sse_response(report_stream_usage(opened, obs))
     try:
-        return await cancel_on_disconnect(request, admitted(services, oneshot.infer(services, **kwargs)))
+        result = await cancel_on_disconnect(request, admitted(services, oneshot.infer(services, **kwargs)))
     except ClientGone:
         return client_gone_response()
+    obs.model = result.model
+    obs.add_usage(result.usage.model_dump())
+    return result
+
+
+async def _analyze(services, obs, **kwargs) -> AnalyzeResponse:
+    result = await admitted(services, oneshot.analyze(services, **kwargs))
+    obs.model = result.model
+    obs.add_usage(result.usage.model_dump())
+    return result
 
 
 @router.post("/infer", response_model=InferResponse,
@@ -83,7 +95,7 @@ def _task_input(task: str, image_count: int, *, question, language, objects, box
 
 
 @router.post("/analyze", response_model=AnalyzeResponse)
-async def analyze(body: AnalyzeRequest, services: ServicesDep) -> AnalyzeResponse:
+async def analyze(body: AnalyzeRequest, services: ServicesDep, obs: ObservationDep) -> AnalyzeResponse:
     refs = ([body.image] if body.image else []) + (body.images or [])
     if not refs:
         raise ServiceError(ErrorKind.BAD_REQUEST, "Send the image as `image` (or several as `images`).",
@@ -92,13 +104,13 @@ async def analyze(body: AnalyzeRequest, services: ServicesDep) -> AnalyzeRespons
     images = list(await asyncio.gather(*(services.media.image(ref) for ref in refs)))
     spec = _task_input(body.task, len(images), question=body.question, language=body.language,
                        objects=body.objects, boxes=body.boxes, format=body.format, prompt=body.prompt)
-    return await admitted(services, oneshot.analyze(services, spec=spec, images=images, model=body.model,
-                                                    sampling=sampling_dict(body), schema=body.json_schema))
+    return await _analyze(services, obs, spec=spec, images=images, model=body.model,
+                          sampling=sampling_dict(body), schema=body.json_schema)
 
 
 @router.post("/analyze/upload", response_model=AnalyzeResponse)
 async def analyze_upload(
-    services: ServicesDep, sampling: SamplingFormDep,
+    services: ServicesDep, obs: ObservationDep, sampling: SamplingFormDep,
     task: Annotated[AnalyzeTask, Form()],
     image: Annotated[list[UploadFile], File(description="The image (repeat the field for task=compare)")],
     question: Annotated[str | None, Form()] = None,
@@ -115,8 +127,8 @@ async def analyze_upload(
     names = [o.strip() for o in (objects or "").split(",") if o.strip()]
     spec = _task_input(task, len(images), question=question, language=language, objects=names, boxes=boxes,
                        format=format, prompt=prompt)
-    return await admitted(services, oneshot.analyze(services, spec=spec, images=images, model=model,
-                                                    sampling=sampling_dict(sampling), schema=_parse_schema(json_schema)))
+    return await _analyze(services, obs, spec=spec, images=images, model=model,
+                          sampling=sampling_dict(sampling), schema=_parse_schema(json_schema))
 
 
 def _parse_schema(text: str | None) -> Any:

@@ -51,6 +51,11 @@ async def admitted_stream(services, open_stream: Callable[[], Awaitable[EngineSt
     return stream
 
 
+def report_stream_usage(stream: EngineStream, obs) -> EngineStream:
+    stream.add_close_callback(lambda: obs.add_usage(stream.usage))
+    return stream
+
+
 class ClientGone(Exception):
     pass
 
