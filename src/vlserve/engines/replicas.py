@@ -2,8 +2,9 @@
 
 A background probe asks each replica for `/v1/models` (every second while any is down,
 every PROBE_INTERVAL_READY_S otherwise). A replica that refuses a connection or answers
-5xx is taken out at once and comes back when a probe succeeds. Requests go to the ready
-replica with the fewest requests in flight.
+5xx while another one is ready is taken out at once and comes back when a probe
+succeeds; the last ready replica is only ever taken out by the probe. Requests go to the
+ready replica with the fewest requests in flight.
 """
 
 from __future__ import annotations

@@ -127,9 +127,9 @@ class UpstreamEngine:
                 replica.in_flight -= 1
                 if exc.kind is not ErrorKind.ENGINE_UNAVAILABLE:
                     raise  # a timeout may still be running there: never sent twice
-                self.replicas.take_out(replica, exc.message)
                 if tried or not self.replicas.others_ready(replica):
-                    raise
+                    raise  # the last replica stays in: the probe, not one request, decides it is gone
+                self.replicas.take_out(replica, exc.message)
                 tried.append(replica)
                 continue
             if resp.status >= 500 and not tried and self.replicas.others_ready(replica):
@@ -195,8 +195,9 @@ async def _read(resp: aiohttp.ClientResponse) -> bytes:
 
 def _mapped(exc: BaseException) -> ServiceError:
     """Transport failures → 503 (can't connect), 504 (too slow), 502 (broke mid-way)."""
-    # ClientOSError covers a pooled connection the engine closed when it went away.
-    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ClientOSError)):
+    # ClientOSError and ServerDisconnectedError before any answer: a pooled connection the
+    # engine closed when it went away, or a reset. (Mid-stream breaks are handled in _relay.)
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)):
         log.warning("upstream unreachable: %s", exc)
         return ServiceError(ErrorKind.ENGINE_UNAVAILABLE, "The model engine is unreachable.",
                             headers={"Retry-After": "5"})

@@ -1,0 +1,209 @@
+"""A fault-injecting upstream behind a real gateway: every fault gets its documented answer,
+nothing hangs, abandoned requests are cancelled upstream, nothing leaks.
+
+The upstream is the one hand-written fake a gateway test needs: it misbehaves on purpose.
+The `model` of each request names the fault. The gateway runs in this process (uvicorn
+in a thread) so the test can count its asyncio tasks and in-use upstream connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+from aiohttp import web
+
+from vlserve.app import create_app
+from vlserve.config import Settings
+from vlserve.engines.upstream import UpstreamEngine
+
+from ..inprocess import InProcessServer
+
+pytestmark = pytest.mark.timeout(120)
+
+CHUNK = b'data: {"id":"x","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+MODELS = ["ok", "slow-first-byte", "slow", "stall", "cut", "error500", "error429", "bad-json", "garbage-sse",
+          "reset", "endless", "hang"]
+
+
+class FaultUpstream:
+    def __init__(self) -> None:
+        self.active = 0          # handlers still running: a request the gateway failed to cancel stays here
+        self.ended: dict[str, float] = {}
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+
+    async def models(self, _):
+        return web.json_response({"data": [{"id": m} for m in MODELS]})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.active += 1
+        try:
+            return await self._fault(request, body["model"], body.get("stream", False))
+        finally:
+            self.active -= 1
+            self.ended[body["model"]] = time.monotonic()
+
+    async def _fault(self, request, fault: str, stream: bool) -> web.StreamResponse:
+        if fault == "slow-first-byte":
+            await asyncio.sleep(3)
+        if fault == "error500":
+            return web.Response(status=500, text="Internal Server Error")
+        if fault == "error429":
+            return web.json_response({"message": "busy", "object": "error"}, status=429, headers={"Retry-After": "7"})
+        if fault == "bad-json":
+            return web.Response(status=200, text='{"choices": [', content_type="application/json")
+        if fault == "reset":
+            sock = request.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            request.transport.abort()  # RST
+            return web.Response()
+        if fault == "hang" or (fault == "slow" and not stream):
+            while not request.transport.is_closing():  # notices the gateway hanging up
+                await asyncio.sleep(0.02)
+            return web.Response()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if fault == "garbage-sse":
+            await response.write(b"<html>this is not SSE</html>\n\n")
+            return response
+        await response.write(CHUNK)
+        if fault == "stall":
+            while not request.transport.is_closing():
+                await asyncio.sleep(0.02)
+            return response
+        if fault == "cut":
+            request.transport.close()
+            return response
+        if fault == "endless":
+            while not request.transport.is_closing():
+                await response.write(CHUNK)
+                await asyncio.sleep(0.02)
+            return response
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    def start(self) -> FaultUpstream:
+        ready = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            app = web.Application()
+            app.add_routes([web.get("/v1/models", self.models), web.post("/v1/chat/completions", self.chat)])
+            runner = web.AppRunner(app)
+            self.loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]
+            ready.set()
+            self.loop.run_forever()
+
+        threading.Thread(target=run, daemon=True).start()
+        ready.wait(10)
+        return self
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    return FaultUpstream().start()
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream):
+    settings = Settings(LMDEPLOY_BASE_URL=f"http://127.0.0.1:{upstream.port}", LMDEPLOY_TIMEOUT_S=2,
+                        UPSTREAM_FIRST_BYTE_TIMEOUT_S=0.5, UPSTREAM_IDLE_TIMEOUT_S=0.5)
+    engine = UpstreamEngine(settings)
+    server = InProcessServer(create_app(settings, engine=engine)).start()
+    server.engine = engine
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{server.url}/health").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    yield server
+    server.stop()
+
+
+def post(gateway, model: str, stream: bool = False, timeout: float = 10) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/v1/chat/completions", timeout=timeout,
+                      json={"model": model, "stream": stream, "messages": [{"role": "user", "content": "x"}]})
+
+
+def final_event(resp: httpx.Response) -> dict:
+    events = [e for e in resp.content.split(b"\n\n") if e.strip()]
+    return json.loads(events[-1][6:])
+
+
+@pytest.mark.parametrize("model, stream, status, code", [
+    ("slow-first-byte", True, 504, "upstream_timeout"),
+    ("slow", False, 504, "upstream_timeout"),
+    ("error500", False, 502, "bad_gateway"),
+    ("error500", True, 502, "bad_gateway"),
+    ("error429", False, 429, "overloaded"),
+    ("bad-json", False, 502, "bad_gateway"),
+    ("reset", False, 503, "engine_unavailable"),
+    ("reset", True, 503, "engine_unavailable"),
+])
+def test_faults_before_the_answer_starts(gateway, model, stream, status, code):
+    started = time.monotonic()
+    resp = post(gateway, model, stream)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]["code"] == code
+    assert time.monotonic() - started < 5  # nothing hangs
+    if model == "error429":
+        assert resp.headers["retry-after"] == "7"
+
+
+@pytest.mark.parametrize("model, code", [("stall", "upstream_timeout"), ("cut", "bad_gateway"),
+                                         ("garbage-sse", "bad_gateway")])
+def test_faults_after_the_stream_started_end_with_an_error_event(gateway, model, code):
+    resp = post(gateway, model, stream=True)
+    assert resp.status_code == 200
+    assert final_event(resp)["error"]["code"] == code
+
+
+def test_the_sdk_raises_on_a_broken_stream(gateway):
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.APIError):
+        for _ in client.chat.completions.create(model="cut", messages=[{"role": "user", "content": "x"}], stream=True):
+            pass
+
+
+def test_a_client_that_leaves_mid_stream_cancels_the_upstream_within_a_second(gateway, upstream):
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", timeout=10, json={
+            "model": "endless", "stream": True, "messages": [{"role": "user", "content": "x"}]}) as resp:
+        chunks = resp.iter_bytes()
+        next(chunks), next(chunks)
+        left = time.monotonic()
+    deadline = left + 1.0
+    while upstream.ended.get("endless", 0) < left and time.monotonic() < deadline + 0.5:
+        time.sleep(0.02)
+    assert left <= upstream.ended["endless"] <= deadline
+
+
+def test_a_client_that_leaves_a_non_streamed_request_cancels_it_upstream(gateway, upstream):
+    with pytest.raises(httpx.ReadTimeout):
+        post(gateway, "hang", timeout=0.3)
+    left = time.monotonic()
+    while upstream.ended.get("hang", 0) < left - 0.3 and time.monotonic() < left + 1.5:
+        time.sleep(0.02)
+    assert upstream.ended.get("hang", 0) <= left + 1.0 and upstream.ended.get("hang", 0) > left - 0.3
+
+
+def test_nothing_leaks(gateway, upstream):
+    baseline = gateway.task_count()
+    for model, stream in [("ok", True), ("stall", True), ("cut", True), ("slow", False), ("error500", False),
+                          ("garbage-sse", True), ("reset", False)] * 3:
+        post(gateway, model, stream)
+    time.sleep(0.5)
+    assert gateway.task_count() <= baseline
+    assert gateway.call(lambda: len(gateway.engine._session.connector._acquired)) == 0
+    assert upstream.active == 0  # every abandoned upstream request was hung up on
+    assert post(gateway, "ok", stream=True).status_code == 200  # and it still answers
