@@ -1,0 +1,71 @@
+"""Two real upstream replicas behind a gateway: kill one during a load run, bring it back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from ..servers import ServerProcess, free_port
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def ask(url: str) -> int:
+    try:
+        return httpx.post(f"{url}/v1/chat/completions", timeout=30, json={
+            "model": "qwen3-vl-tiny-random", "max_tokens": 24, "temperature": 1.0,
+            "messages": [{"role": "user", "content": "hello"}]}).status_code
+    except httpx.HTTPError:
+        return -1
+
+
+def served_by(engine: ServerProcess) -> int:
+    return engine.log_path.read_text().count('"route": "/v1/chat/completions"')
+
+
+def test_kill_one_replica_under_load_then_it_rejoins(tiny_model_dir, tmp_path):
+    ports = [free_port(), free_port()]
+    engines = [ServerProcess({"MODEL_PATH": str(tiny_model_dir)}, tmp_path, f"engine{i}", port=p).start()
+               for i, p in enumerate(ports)]
+    gateway = ServerProcess({"LMDEPLOY_BASE_URL": ",".join(f"http://127.0.0.1:{p}" for p in ports)},
+                            tmp_path, "gateway").start()
+    try:
+        for server in (*engines, gateway):
+            server.wait_healthy()
+        deadline = time.monotonic() + 20  # both replicas found
+        while not all(r["ready"] for r in httpx.get(f"{gateway.url}/health").json()["replicas"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+        with ThreadPoolExecutor(4) as pool:
+            before = list(pool.map(lambda _: ask(gateway.url), range(12)))
+            futures = [pool.submit(ask, gateway.url) for _ in range(8)]
+            time.sleep(0.3)
+            os.kill(engines[0]._proc.pid, signal.SIGKILL)  # in the middle of the load
+            during = [f.result() for f in futures]
+            after = list(pool.map(lambda _: ask(gateway.url), range(16)))
+
+        assert before == [200] * 12
+        assert served_by(engines[0]) > 0 and served_by(engines[1]) > 0  # both took load
+        failed = [s for s in during if s != 200]
+        assert len(failed) <= 4 and all(s in (502, 503) for s in failed)  # only what was in flight on it
+        assert after == [200] * 16  # later requests went to the survivor
+
+        engines[0] = ServerProcess({"MODEL_PATH": str(tiny_model_dir)}, tmp_path, "engine0-again",
+                                   port=ports[0]).start().wait_healthy()
+        deadline = time.monotonic() + 20
+        while not all(r["ready"] for r in httpx.get(f"{gateway.url}/health").json()["replicas"]):
+            assert time.monotonic() < deadline, "the restarted replica did not rejoin"
+            time.sleep(0.2)
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(lambda _: ask(gateway.url), range(12))) == [200] * 12
+        assert served_by(engines[0]) > 0  # it takes requests again
+    finally:
+        gateway.stop()
+        for engine in engines:
+            engine.stop()
