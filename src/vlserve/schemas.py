@@ -60,7 +60,7 @@ class SamplingFields(BaseModel):
     top_k: int | None = Field(None, ge=0)
     seed: int | None = None
     stop: str | list[str] | None = None
-    repetition_penalty: float | None = Field(None, gt=0)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10)
 
 
 class ChatCompletionRequest(SamplingFields):

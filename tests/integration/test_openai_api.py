@@ -161,6 +161,15 @@ def test_same_seed_same_sample(gateway):
     assert others != {first}  # the seed really drives sampling
 
 
+@pytest.mark.parametrize("extreme", [{"temperature": 1e-300}, {"repetition_penalty": 0.001}, {"top_p": 1e-300}])
+def test_extreme_sampling_values_never_crash(gateway, extreme):
+    # Found by schemathesis: a vanishing temperature or penalty overflowed to inf inside generate().
+    resp = post_chat(gateway, {"model": MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": "x"}],
+                               **extreme})
+    assert resp.status_code in (200, 400), resp.text
+    assert httpx.get(f"{gateway.url}/health", timeout=10).status_code == 200
+
+
 def test_prompt_longer_than_the_context_is_400(gateway):
     resp = post_chat(gateway, {"model": MODEL, "max_tokens": 5,
                                "messages": [{"role": "user", "content": "alpha beta gamma " * 2000}]})

@@ -147,11 +147,19 @@ class LocalEngine:
         completion_tokens, finish = 0, "length"
         async with self._turn(), aclosing(self._generate(prepared)) as pieces:
             yield oai.sse(oai.chunk(cid, model, {"role": "assistant", "content": ""}, None, include_usage))
-            async for piece, finish_reason, n in pieces:
-                completion_tokens = n
-                if piece:
-                    yield oai.sse(oai.chunk(cid, model, {"content": piece}, None, include_usage))
-                finish = finish_reason or finish
+            try:
+                async for piece, finish_reason, n in pieces:
+                    completion_tokens = n
+                    if piece:
+                        yield oai.sse(oai.chunk(cid, model, {"content": piece}, None, include_usage))
+                    finish = finish_reason or finish
+            except ServiceError as exc:  # the response has started: the error is its last event
+                yield exc.sse_event()
+                return
+            except Exception:
+                log.exception("generation failed mid-stream")
+                yield ServiceError(ErrorKind.INTERNAL, "Generation failed; it has been logged.").sse_event()
+                return
             yield oai.sse(oai.chunk(cid, model, {}, finish, include_usage))
             report_usage(oai.usage(prepared.prompt_tokens, completion_tokens))
             if include_usage:
@@ -236,6 +244,16 @@ class LocalEngine:
                     **prepared.inputs, max_new_tokens=prepared.max_new_tokens, streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([_Cancelled()]), **prepared.sampling,
                 )
+        except ValueError as exc:  # transformers' checks of the sampling settings
+            raise ServiceError(ErrorKind.BAD_REQUEST, f"The sampling settings were refused: {exc}") from None
+        except RuntimeError as exc:
+            if "probability tensor" in str(exc):  # sampling settings that overflow to inf/nan
+                raise ServiceError(ErrorKind.BAD_REQUEST, "The sampling settings made the probabilities "
+                                   "invalid (inf or nan); use less extreme values.") from None
+            if isinstance(exc, torch.OutOfMemoryError):
+                raise ServiceError(ErrorKind.ENGINE_UNAVAILABLE, "The engine ran out of memory for this "
+                                   "request; try fewer or smaller images or a shorter answer.") from None
+            raise
         finally:
             self._generating = False
             streamer.finish()
@@ -306,9 +324,12 @@ def _eos_ids(model) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos)
 
 
+GREEDY_BELOW = 1e-5  # a temperature this small is greedy decoding (dividing by it overflows)
+
+
 def _sampling_kwargs(request: dict[str, Any]) -> dict[str, Any]:
     temperature = request.get("temperature")
-    if temperature == 0:
+    if temperature is not None and temperature < GREEDY_BELOW:
         return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     kwargs: dict[str, Any] = {"do_sample": True}
     if temperature is not None:
