@@ -1,0 +1,63 @@
+"""A fast fake OpenAI-compatible upstream, for load tests and for isolating the gateway's
+own cost in benchmarks (it does no inference: every answer is canned).
+
+    python bench/fake_upstream.py --port 9100 [--chunks 16] [--delay-ms 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+from aiohttp import web
+
+
+def make_app(chunks: int, delay_s: float) -> web.Application:
+    def chunk(i: int) -> bytes:
+        payload = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake",
+                   "choices": [{"index": 0, "delta": {"content": f" tok{i}"}, "finish_reason": None}]}
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+    body = [chunk(i) for i in range(chunks)]
+    usage = {"prompt_tokens": 10, "completion_tokens": chunks, "total_tokens": 10 + chunks}
+    final = b"data: " + json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                                    "model": "fake", "choices": [], "usage": usage}).encode() + b"\n\n"
+
+    async def models(_):
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        request_body = await request.json()
+        if not request_body.get("stream"):
+            await asyncio.sleep(delay_s * chunks)
+            return web.json_response({"id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
+                                      "choices": [{"index": 0, "finish_reason": "length", "message": {
+                                          "role": "assistant", "content": "".join(f" tok{i}" for i in range(chunks))}}],
+                                      "usage": usage})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in body:
+            await response.write(piece)
+            if delay_s:
+                await asyncio.sleep(delay_s)
+        await response.write(final + b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.add_routes([web.get("/v1/models", models), web.post("/v1/chat/completions", chat)])
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--chunks", type=int, default=16)
+    parser.add_argument("--delay-ms", type=float, default=10)
+    args = parser.parse_args()
+    web.run_app(make_app(args.chunks, args.delay_ms / 1000), host="127.0.0.1", port=args.port, print=None,
+                access_log=None)
+
+
+if __name__ == "__main__":
+    main()
