@@ -19,6 +19,7 @@ from .gpu import GpuMonitor
 from .limits import BodySizeLimit
 from .media import MediaNormalizer, MediaPolicy, make_fetch_session
 from .observability import Metrics, Observe
+from .serving import OpenStreams
 from .routes import ops, openai, simple
 
 log = logging.getLogger("vlserve")
@@ -39,19 +40,19 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_engine = engine or make_engine(settings)
         monitor = gpu or GpuMonitor()
-        monitor.start()
         policy = MediaPolicy.from_settings(settings)
         fetch_session = make_fetch_session(policy) if settings.media_allow_remote else None
-        await the_engine.start()
-        admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
-                              settings.queue_timeout_s)
-        media = MediaNormalizer(policy, fetch_session, on_image=metrics.count_image)
-        app.state.services = Services(settings, the_engine, ModelCatalog(settings, the_engine), media, monitor,
-                                      admission, metrics)
-        metrics.watch(app.state.services)
         try:
+            monitor.start()
+            await the_engine.start()
+            media = MediaNormalizer(policy, fetch_session, on_image=metrics.count_image)
+            admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
+                                  settings.queue_timeout_s)
+            app.state.services = Services(settings, the_engine, ModelCatalog(settings, the_engine), media,
+                                          monitor, admission, metrics, OpenStreams())
+            metrics.watch(app.state.services)
             yield
-        finally:
+        finally:  # also when start-up itself failed: nothing is left open
             await the_engine.close()
             if fetch_session is not None:
                 await fetch_session.close()

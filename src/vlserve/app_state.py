@@ -11,6 +11,7 @@ from .engines.base import Engine
 from .gpu import GpuMonitor
 from .media import MediaNormalizer
 from .observability import Metrics
+from .serving import OpenStreams
 
 
 @dataclass
@@ -22,3 +23,4 @@ class Services:
     gpu: GpuMonitor
     admission: Admission
     metrics: Metrics
+    streams: OpenStreams

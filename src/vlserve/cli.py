@@ -50,16 +50,17 @@ def serve(
     model: Annotated[str | None, typer.Option(help="Model path or hub id for the local engine [env MODEL_PATH]")] = None,
 ) -> None:
     """Run the HTTP service (local engine by default; upstream when LMDEPLOY_BASE_URL is set)."""
-    import uvicorn
+    import asyncio
 
+    from . import serving
     from .app import create_app
 
     settings = _settings(HOST=host, PORT=port, MODEL_PATH=model)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     typer.echo(_startup_banner(settings), err=True)
     configure_access_log()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=settings.drain_timeout_s, access_log=False)
+    asyncio.run(serving.serve(create_app(settings), settings.host, settings.port, settings.log_level,
+                              settings.drain_timeout_s))
 
 
 @app.command()

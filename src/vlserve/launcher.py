@@ -14,29 +14,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-
-import uvicorn
 
 from .app import create_app
 from .config import Settings
 from .engine_command import engine_command, engine_env, engine_url
 from .engine_process import EngineProcess
 from .engines.upstream import UpstreamEngine
+from .serving import Server, install_drain, make_server
 
 log = logging.getLogger("vlserve.launch")
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the launcher decides what a signal means
-    (uvicorn re-raises a captured SIGTERM after shutdown, which would kill us before we
-    stop the engine)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
 
 
 class Launcher:
@@ -47,17 +34,13 @@ class Launcher:
         self.engine = UpstreamEngine(self.gateway_settings)
         self.process = EngineProcess(engine_command(settings), engine_env(settings))
         self.stopping = False
-        self.server: _Server | None = None
+        self.server: Server | None = None
 
     async def run(self) -> int:
         app = create_app(self.gateway_settings, engine=self.engine)
-        config = uvicorn.Config(app, host=self.settings.host, port=self.settings.port,
-                                log_level=self.settings.log_level, access_log=False,
-                                timeout_graceful_shutdown=self.settings.drain_timeout_s)
-        self.server = _Server(config)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
+        s = self.settings
+        self.server = make_server(app, s.host, s.port, s.log_level, s.drain_timeout_s)
+        install_drain(self.server, app, s.drain_timeout_s, on_signal=self._on_signal)
         await self.process.start()
         serving = asyncio.create_task(self.server.serve())
         supervising = asyncio.create_task(self._supervise())
@@ -76,10 +59,7 @@ class Launcher:
         return code
 
     def _on_signal(self, sig: int) -> None:
-        log.info("%s: draining in-flight requests (up to %.0f s), then stopping the engine",
-                 signal.Signals(sig).name, self.settings.drain_timeout_s)
-        self.stopping = True
-        self.server.should_exit = True
+        self.stopping = True  # the engine is stopped once the gateway has drained
 
     async def _supervise(self) -> int:
         restarts = 0

@@ -58,7 +58,7 @@ async def infer_stream(services: Services, *, prompt: str, image: NormalizedImag
     request = _request(services, model, simple_messages(prompt, [image] if image else [], system_prompt), sampling)
     request.update(stream=True, stream_options={"include_usage": True})
     upstream = await services.engine.open_stream(request)
-    stream = EngineStream(_text_deltas(upstream, request["model"]), on_close=upstream.aclose)
+    stream = EngineStream(_text_deltas(upstream, request["model"]), on_close=upstream.aclose, on_abort=upstream.abort)
     stream.add_close_callback(lambda: setattr(stream, "usage", upstream.usage))
     return stream
 

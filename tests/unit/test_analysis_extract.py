@@ -23,6 +23,7 @@ from vlserve.gpu import GpuMonitor
 from vlserve.media import MediaNormalizer, MediaPolicy
 from vlserve.observability import Metrics
 from vlserve.oneshot import analyze
+from vlserve.serving import OpenStreams
 
 from .media_helpers import png
 
@@ -67,7 +68,8 @@ async def services(scripted, request):
     await engine.start()
     assert await engine.wait_ready(5)
     media = MediaNormalizer(MediaPolicy.from_settings(settings))
-    yield Services(settings, engine, ModelCatalog(settings, engine), media, GpuMonitor(), Admission(4, 4, 5), Metrics())
+    yield Services(settings, engine, ModelCatalog(settings, engine), media, GpuMonitor(), Admission(4, 4, 5), Metrics(),
+                   OpenStreams())
     await engine.close()
 
 

@@ -54,14 +54,24 @@ class EngineStream:
     connection or the engine's queue slot. `aclose()` here also runs `on_close`.
     """
 
-    def __init__(self, chunks: AsyncIterator[bytes], on_close: Callable[[], Any] | None = None) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], on_close: Callable[[], Any] | None = None,
+                 on_abort: Callable[[], Any] | None = None) -> None:
         self._chunks = chunks
+        self._on_abort = on_abort
+        self.aborted = False
         self._on_close: list[Callable[[], Any]] = [on_close] if on_close else []
         self._closed = False
         self.usage: dict[str, int] | None = None  # set by the engine when the stream reports it
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks
+
+    def abort(self) -> None:
+        """Stop early (server shutting down): the relay ends at its next chunk, and
+        `on_abort` wakes one that is waiting (e.g. by closing the upstream connection)."""
+        self.aborted = True
+        if self._on_abort is not None:
+            self._on_abort()
 
     def add_close_callback(self, callback: Callable[[], Any]) -> None:
         self._on_close.append(callback)

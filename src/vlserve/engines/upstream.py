@@ -110,7 +110,7 @@ class UpstreamEngine:
         def report(usage: dict[str, Any]) -> None:
             stream.usage = usage
 
-        stream = EngineStream(self._relay(resp, deadline, report), on_close=resp.close)
+        stream = EngineStream(self._relay(resp, deadline, report), on_close=resp.close, on_abort=resp.close)
         stream.add_close_callback(lambda: setattr(replica, "in_flight", replica.in_flight - 1))
         return stream
 

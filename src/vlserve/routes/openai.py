@@ -31,7 +31,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
     payload = await build_chat_request(body, engine_model, services.settings, services.media)
     if body.stream:
         stream = await admitted_stream(services, lambda: services.engine.open_stream(payload))
-        return sse_response(report_stream_usage(stream, obs))
+        return sse_response(report_stream_usage(stream, obs), services)
     try:
         result = await cancel_on_disconnect(request, admitted(services, services.engine.chat(payload)))
         obs.add_usage(result.get("usage"))

@@ -50,7 +50,7 @@ async def _infer(request: Request, services, *, stream: bool, **kwargs) -> Respo
     obs = get_observation(request)
     if stream:
         opened = await admitted_stream(services, lambda: oneshot.infer_stream(services, **kwargs))
-        return sse_response(report_stream_usage(opened, obs))
+        return sse_response(report_stream_usage(opened, obs), services)
     try:
         result = await cancel_on_disconnect(request, admitted(services, oneshot.infer(services, **kwargs)))
     except ClientGone:

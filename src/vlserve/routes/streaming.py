@@ -19,9 +19,9 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention; the client never sees it
 
 
-def sse_response(stream: EngineStream) -> StreamingResponse:
+def sse_response(stream: EngineStream, services) -> StreamingResponse:
     # The background task runs when the response ends for any reason, client gone included.
-    return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS,
+    return StreamingResponse(services.streams.relay(stream), media_type="text/event-stream", headers=SSE_HEADERS,
                              background=BackgroundTask(stream.aclose))
 
 

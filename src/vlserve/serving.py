@@ -1,0 +1,90 @@
+"""Running the app under uvicorn with a graceful, bounded shutdown.
+
+On SIGTERM or SIGINT: stop accepting connections, let in-flight requests finish for
+DRAIN_TIMEOUT_S, then end every stream still open with a final error event (clients see
+why their answer stopped; the openai SDK raises it), and exit. uvicorn's own signal
+capture is turned off: it re-raises the signal after shutdown, which would kill a
+launcher before it has stopped its engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+
+import uvicorn
+
+from .engines.base import EngineStream
+from .errors import ErrorKind, ServiceError
+
+log = logging.getLogger("vlserve")
+
+# Time between aborting the streams and uvicorn's hard stop, for the final events to leave.
+ABORT_MARGIN_S = 3.0
+
+
+class OpenStreams:
+    """The SSE responses being sent right now, so a shutdown can end them cleanly."""
+
+    def __init__(self) -> None:
+        self._streams: set[EngineStream] = set()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    async def relay(self, stream: EngineStream) -> AsyncIterator[bytes]:
+        self._streams.add(stream)
+        try:
+            async for chunk in stream:
+                if stream.aborted:
+                    break
+                yield chunk
+            if stream.aborted:
+                yield ServiceError(ErrorKind.ENGINE_UNAVAILABLE, "The server is shutting down; the answer was "
+                                   "cut short. Retry the request.").sse_event()
+        finally:
+            self._streams.discard(stream)
+
+    def abort_all(self) -> None:
+        if self._streams:
+            log.warning("drain time is up: ending %d open streams with an error event", len(self._streams))
+        for stream in list(self._streams):
+            stream.abort()
+
+
+class Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def make_server(app, host: str, port: int, log_level: str, drain_s: float) -> Server:
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            timeout_graceful_shutdown=drain_s + ABORT_MARGIN_S)
+    return Server(config)
+
+
+def install_drain(server: Server, app, drain_s: float, on_signal: Callable[[int], None] | None = None) -> None:
+    """SIGTERM/SIGINT: stop accepting now, end open streams after `drain_s`."""
+    loop = asyncio.get_running_loop()
+
+    def handle(sig: int) -> None:
+        log.info("%s: draining in-flight requests for up to %.0f s", signal.Signals(sig).name, drain_s)
+        server.should_exit = True
+        streams = getattr(getattr(app.state, "services", None), "streams", None)
+        if streams is not None:
+            loop.call_later(drain_s, streams.abort_all)
+        if on_signal is not None:
+            on_signal(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handle, sig)
+
+
+async def serve(app, host: str, port: int, log_level: str, drain_s: float) -> None:
+    server = make_server(app, host, port, log_level, drain_s)
+    install_drain(server, app, drain_s)
+    await server.serve()
