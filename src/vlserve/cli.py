@@ -50,8 +50,6 @@ def serve(
     model: Annotated[str | None, typer.Option(help="Model path or hub id for the local engine [env MODEL_PATH]")] = None,
 ) -> None:
     """Run the HTTP service (local engine by default; upstream when LMDEPLOY_BASE_URL is set)."""
-    import asyncio
-
     from . import serving
     from .app import create_app
 
@@ -59,7 +57,7 @@ def serve(
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     typer.echo(_startup_banner(settings), err=True)
     configure_access_log()
-    asyncio.run(serving.serve(create_app(settings), settings.host, settings.port, settings.log_level,
+    serving.run(serving.serve(create_app(settings), settings.host, settings.port, settings.log_level,
                               settings.drain_timeout_s))
 
 

@@ -21,7 +21,7 @@ from .config import Settings
 from .engine_command import engine_command, engine_env, engine_url
 from .engine_process import EngineProcess
 from .engines.upstream import UpstreamEngine
-from .serving import Server, install_drain, make_server
+from .serving import Server, install_drain, make_server, run
 
 log = logging.getLogger("vlserve.launch")
 
@@ -101,4 +101,4 @@ class Launcher:
 
 
 def run_launcher(settings: Settings) -> int:
-    return asyncio.run(Launcher(settings).run())
+    return run(Launcher(settings).run())

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -21,6 +22,7 @@ from .engines.base import EngineStream
 from .errors import ErrorKind, ServiceError
 
 log = logging.getLogger("vlserve")
+T = TypeVar("T")
 
 # Time between aborting the streams and uvicorn's hard stop, for the final events to leave.
 ABORT_MARGIN_S = 3.0
@@ -88,3 +90,12 @@ async def serve(app, host: str, port: int, log_level: str, drain_s: float) -> No
     server = make_server(app, host, port, log_level, drain_s)
     install_drain(server, app, drain_s)
     await server.serve()
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop where it is installed (measured in bench/RESULTS.md), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
