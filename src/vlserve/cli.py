@@ -31,6 +31,14 @@ def _settings(**overrides) -> Settings:
         raise typer.Exit(2) from None
 
 
+def _server_settings(**overrides) -> Settings:
+    """Settings for a command that serves HTTP, with logging set up (request lines as JSON)."""
+    settings = _settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_access_log()
+    return settings
+
+
 def _startup_banner(settings: Settings) -> str:
     url = f"http://{settings.host}:{settings.port}"
     if settings.engine_kind == "upstream":
@@ -53,10 +61,8 @@ def serve(
     from . import serving
     from .app import create_app
 
-    settings = _settings(HOST=host, PORT=port, MODEL_PATH=model)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _server_settings(HOST=host, PORT=port, MODEL_PATH=model)
     typer.echo(_startup_banner(settings), err=True)
-    configure_access_log()
     serving.run(serving.serve(create_app(settings), settings.host, settings.port, settings.log_level,
                               settings.drain_timeout_s))
 
@@ -70,9 +76,7 @@ def launch(
     """Start LMDeploy as a supervised child and serve the gateway in front of it (the container entrypoint)."""
     from .launcher import run_launcher
 
-    settings = _settings(HOST=host, PORT=port, MODEL_PATH=model)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    configure_access_log()
+    settings = _server_settings(HOST=host, PORT=port, MODEL_PATH=model)
     try:
         code = run_launcher(settings)
     except SettingsError as exc:

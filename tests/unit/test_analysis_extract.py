@@ -25,6 +25,7 @@ from vlserve.observability import Metrics
 from vlserve.oneshot import analyze
 from vlserve.serving import OpenStreams
 
+from ..local_site import serve_app
 from .media_helpers import png
 
 SCHEMA = {"type": "object", "properties": {"total": {"type": "number"}, "currency": {"type": "string"}},
@@ -52,12 +53,8 @@ async def scripted():
     upstream = ScriptedUpstream()
     app = web.Application()
     app.add_routes([web.get("/v1/models", upstream.models), web.post("/v1/chat/completions", upstream.chat)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield upstream, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    await runner.cleanup()
+    async with serve_app(app) as (_, url):
+        yield upstream, url
 
 
 @pytest.fixture

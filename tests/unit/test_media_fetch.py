@@ -15,6 +15,7 @@ from aiohttp import abc, web
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.media import MediaNormalizer, make_fetch_session
 
+from ..local_site import serve_app
 from .media_helpers import png, policy
 
 ALLOW_LOOPBACK = {"MEDIA_ALLOW_PRIVATE_HOSTS": "127.0.0.1"}
@@ -60,12 +61,8 @@ async def site():
     app = web.Application()
     app.add_routes([web.get("/image.png", image), web.get("/redirect", redirect), web.get("/page", html),
                     web.get("/endless", endless), web.get("/drip", drip)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    server = web.TCPSite(runner, "127.0.0.1", 0)
-    await server.start()
-    yield server._server.sockets[0].getsockname()[1]
-    await runner.cleanup()
+    async with serve_app(app) as (_, url):
+        yield int(url.rsplit(":", 1)[1])
 
 
 async def fetch(url: str, resolver=None, **overrides):

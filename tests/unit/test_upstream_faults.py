@@ -16,6 +16,8 @@ from vlserve.config import Settings
 from vlserve.engines.upstream import UpstreamEngine
 from vlserve.errors import ErrorKind, ServiceError
 
+from ..local_site import serve_app
+
 CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
 
 
@@ -50,12 +52,8 @@ async def upstream():
     app = web.Application()
     app.add_routes([web.get("/v1/models", models_handler),
                     web.post("/v1/chat/completions", chat_handler)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    await runner.cleanup()
+    async with serve_app(app) as served:
+        yield served
 
 
 @pytest.fixture
