@@ -9,8 +9,6 @@ the worker thread through an asyncio queue as they are generated; closing the st
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +23,7 @@ from ..config import Settings
 from ..errors import ErrorKind, ServiceError
 from ..tiny_model import TINY_MODEL_NAME, ensure_tiny_model, is_tiny_checkpoint
 from .base import EngineStatus, EngineStream
+from .generation import QueueStreamer, consume_exception, eos_ids, sampling_kwargs, to_processor_messages
 from .text_stream import IncrementalDecoder, StopMatcher
 
 log = logging.getLogger("vlserve.local")
@@ -177,7 +176,7 @@ class LocalEngine:
         return await asyncio.to_thread(self._prepare_blocking, request)
 
     def _prepare_blocking(self, request: dict[str, Any]) -> PreparedPrompt:
-        messages, images = _to_processor_messages(request["messages"])
+        messages, images = to_processor_messages(request["messages"])
         text = self._processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         inputs = self._processor(text=[text], images=images or None, return_tensors="pt")
         prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -191,7 +190,7 @@ class LocalEngine:
         stop = request.get("stop") or []
         return PreparedPrompt(
             inputs=inputs.to(self._device), prompt_tokens=prompt_tokens, max_new_tokens=max_new,
-            sampling=_sampling_kwargs(request), stop=[stop] if isinstance(stop, str) else list(stop),
+            sampling=sampling_kwargs(request), stop=[stop] if isinstance(stop, str) else list(stop),
             seed=request.get("seed"),
         )
 
@@ -200,11 +199,11 @@ class LocalEngine:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
-        streamer = _QueueStreamer(loop, queue)
+        streamer = QueueStreamer(loop, queue)
         job = loop.run_in_executor(self._worker, self._generate_blocking, prepared, streamer, cancel)
         decoder = IncrementalDecoder(self._processor.tokenizer)
         stops = StopMatcher(prepared.stop)
-        eos = set(_eos_ids(self._model))
+        eos = set(eos_ids(self._model))
         count, finish = 0, None
         try:
             while True:
@@ -225,7 +224,7 @@ class LocalEngine:
             yield tail + stops.flush(), finish or "length", count
         finally:
             cancel.set()
-            job.add_done_callback(_consume_exception)
+            job.add_done_callback(consume_exception)
 
     def _generate_blocking(self, prepared: PreparedPrompt, streamer, cancel: threading.Event) -> None:
         import torch
@@ -289,82 +288,3 @@ class _Turn:
             self._held = False
             self._engine._waiting -= 1
             self._engine._lock.release()
-
-
-class _QueueStreamer:
-    """A transformers streamer that hands each generated token id to the event loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
-        self._loop, self._queue = loop, queue
-        self._seen_prompt = False
-
-    def put(self, value) -> None:
-        if not self._seen_prompt:  # generate() first hands over the prompt itself
-            self._seen_prompt = True
-            return
-        for token in value.reshape(-1).tolist():
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, token)
-
-    def end(self) -> None:
-        pass
-
-    def finish(self) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
-
-
-def _consume_exception(future: asyncio.Future) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("generation ended with %r after its client left", future.exception())
-
-
-def _eos_ids(model) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    if eos is None:
-        return []
-    return [eos] if isinstance(eos, int) else list(eos)
-
-
-GREEDY_BELOW = 1e-5  # a temperature this small is greedy decoding (dividing by it overflows)
-
-
-def _sampling_kwargs(request: dict[str, Any]) -> dict[str, Any]:
-    temperature = request.get("temperature")
-    if temperature is not None and temperature < GREEDY_BELOW:
-        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    kwargs: dict[str, Any] = {"do_sample": True}
-    if temperature is not None:
-        kwargs["temperature"] = float(temperature)
-    if request.get("top_p") is not None:
-        kwargs["top_p"] = float(request["top_p"])
-    top_k = request.get("top_k")
-    if top_k is not None:
-        kwargs["top_k"] = int(top_k) or None  # 0 means "no top-k", as in vLLM
-    if request.get("repetition_penalty") is not None:
-        kwargs["repetition_penalty"] = float(request["repetition_penalty"])
-    return kwargs
-
-
-def _to_processor_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
-    """OpenAI messages (images already data URLs) → chat-template messages + PIL images."""
-    from PIL import Image
-
-    out, images = [], []
-    for message in messages:
-        role = "system" if message["role"] == "developer" else message["role"]
-        content = message.get("content")
-        if content is None or isinstance(content, str):
-            out.append({**message, "role": role, "content": content or ""})
-            continue
-        parts = []
-        for part in content:
-            if part["type"] == "text":
-                parts.append({"type": "text", "text": part.get("text") or ""})
-            elif part["type"] == "video_url":
-                raise ServiceError(ErrorKind.UNSUPPORTED_MEDIA, "Video is not supported by the local engine; "
-                                   "serve the model with LMDeploy or vLLM (LMDEPLOY_BASE_URL) for video.")
-            elif part["type"] == "image_url":
-                data = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
-                images.append(Image.open(io.BytesIO(data)).convert("RGB"))
-                parts.append({"type": "image"})
-        out.append({**message, "role": role, "content": parts})
-    return out, images
