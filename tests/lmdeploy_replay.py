@@ -1,6 +1,6 @@
 """A replay server for the bytes a real LMDeploy 0.18.0 api_server sent.
 
-../shared/fixtures/lmdeploy-0.18.0/transcripts.txt holds 30 exchanges recorded on a GPU,
+tests/fixtures/lmdeploy-0.18.0/transcripts.txt holds 30 exchanges recorded on a GPU,
 each with the raw response bytes (status line, headers, chunked framing). This server
 answers on 127.0.0.1 with exactly those bytes: GET /v1/models and /health with their
 recordings, and POST /v1/chat/completions with whichever exchange a test selects. It
@@ -15,7 +15,7 @@ import re
 import threading
 from pathlib import Path
 
-FIXTURES = Path(__file__).parents[2] / "shared" / "fixtures" / "lmdeploy-0.18.0"
+FIXTURES = Path(__file__).parent / "fixtures" / "lmdeploy-0.18.0"
 _BEGIN = b"##### >>> raw response bytes begin\n"
 _END = b"##### <<< raw response bytes end"
 

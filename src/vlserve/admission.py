@@ -15,7 +15,8 @@ from .errors import ErrorKind, ServiceError
 
 
 class Admission:
-    def __init__(self, limit: int, max_queued: int, timeout_s: float) -> None:
+    def __init__(self, limit: int, max_queued: int, timeout_s: float, who: str = "The server") -> None:
+        self.who = who  # what the 429's message says is at capacity
         self.limit = limit
         self.max_queued = max_queued
         self.timeout_s = timeout_s
@@ -27,7 +28,7 @@ class Admission:
         return len(self._waiters)
 
     def _refuse(self, why: str) -> ServiceError:
-        return ServiceError(ErrorKind.OVERLOADED, f"The server is at capacity ({why}); retry shortly.",
+        return ServiceError(ErrorKind.OVERLOADED, f"{self.who} is at capacity ({why}); retry shortly.",
                             headers={"Retry-After": "1"})
 
     async def acquire(self) -> Callable[[], None]:

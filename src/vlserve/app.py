@@ -9,18 +9,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .admission import Admission
-from .app_state import Services
+from .app_state import AppState
 from .auth import ApiKeyAuth
 from .catalog import ModelCatalog
 from .config import Settings
+from .engine_requests import RequestBuilder
 from .engines.base import Engine
-from .errors import install_error_handlers
 from .gpu import GpuMonitor
+from .inference import Inference
 from .limits import BodySizeLimit
 from .media import MediaNormalizer, MediaPolicy, make_fetch_session
 from .observability import Metrics, Observe
-from .serving import OpenStreams
-from .routes import ops, openai, simple
+from .routes import openai, ops, simple
+from .routes.errors import install_error_handlers
 
 log = logging.getLogger("vlserve")
 
@@ -48,9 +49,11 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
             media = MediaNormalizer(policy, fetch_session, on_image=metrics.count_image)
             admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
                                   settings.queue_timeout_s)
-            app.state.services = Services(settings, the_engine, ModelCatalog(settings, the_engine), media,
-                                          monitor, admission, metrics, OpenStreams())
-            metrics.watch(app.state.services)
+            inference = Inference(the_engine, admission)
+            catalog = ModelCatalog(settings, the_engine)
+            app.state.vlserve = AppState(settings, inference, RequestBuilder(settings, catalog, media), catalog,
+                                         monitor, metrics)
+            metrics.watch(inference)
             yield
         finally:  # also when start-up itself failed: nothing is left open
             await the_engine.close()

@@ -1,26 +1,22 @@
-"""The services a running app holds; built by the lifespan, reached by routes through deps."""
+"""What a running app holds; built by the lifespan, reached by routes through routes/deps.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .admission import Admission
 from .catalog import ModelCatalog
 from .config import Settings
-from .engines.base import Engine
+from .engine_requests import RequestBuilder
 from .gpu import GpuMonitor
-from .media import MediaNormalizer
+from .inference import Inference
 from .observability import Metrics
-from .serving import OpenStreams
 
 
 @dataclass
-class Services:
+class AppState:
     settings: Settings
-    engine: Engine
+    inference: Inference      # the one path to the engine
+    requests: RequestBuilder  # the one builder of engine requests
     catalog: ModelCatalog
-    media: MediaNormalizer
     gpu: GpuMonitor
-    admission: Admission
     metrics: Metrics
-    streams: OpenStreams

@@ -12,6 +12,7 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import ErrorKind, ServiceError
+from .routes.errors import json_error
 
 # Always reachable without a key: the interactive docs and the schema they read.
 PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -45,4 +46,4 @@ class ApiKeyAuth:
         else:
             await self.app(scope, receive, send)
             return
-        await error.response()(scope, receive, send)
+        await json_error(error)(scope, receive, send)

@@ -6,12 +6,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from .analysis import describe_tasks
 from .config import Settings, SettingsError, load_settings
 from .observability import configure_access_log
 
@@ -20,7 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 
 ServerOption = Annotated[str, typer.Option("--server", "-s", envvar="VLSERVE_URL", help="vlserve base URL")]
-KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="VLSERVE_API_KEY", help="API key, if the server needs one")]
+KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="VLSERVE_API_KEY",
+                                               help="API key, if the server needs one")]
 
 
 def _settings(**overrides) -> Settings:
@@ -55,7 +57,8 @@ def _startup_banner(settings: Settings) -> str:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [env HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [env PORT]")] = None,
-    model: Annotated[str | None, typer.Option(help="Model path or hub id for the local engine [env MODEL_PATH]")] = None,
+    model: Annotated[str | None,
+                     typer.Option(help="Model path or hub id for the local engine [env MODEL_PATH]")] = None,
 ) -> None:
     """Run the HTTP service (local engine by default; upstream when LMDEPLOY_BASE_URL is set)."""
     from . import serving
@@ -99,7 +102,7 @@ def chat(
 
     from .client import VLClient, user_message
 
-    sampling = {"max_tokens": max_tokens} if max_tokens else {}
+    sampling: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
     try:
         with VLClient(server, api_key) as client:
             messages = [user_message(prompt, list(image or []))]
@@ -116,7 +119,8 @@ def chat(
 
 @app.command()
 def gpu(
-    server: Annotated[str | None, typer.Option("--server", "-s", help="Ask a running service instead of this machine")] = None,
+    server: Annotated[str | None,
+                      typer.Option("--server", "-s", help="Ask a running service instead of this machine")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Print the GPU table (this machine's, or a running service's)."""
@@ -149,7 +153,7 @@ def gpu(
 @app.command()
 def analyze(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders, text files of paths/URLs, or URLs")],
-    task: Annotated[str, typer.Option(help="caption, describe, ocr, document, detect, point, qa, extract")] = "caption",
+    task: Annotated[str, typer.Option(help=f"One of: {describe_tasks()}")] = "caption",
     out: Annotated[Path, typer.Option(help="JSON Lines output; re-running with it resumes")] = Path("results.jsonl"),
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight")] = 4,
     question: Annotated[str | None, typer.Option(help="For qa")] = None,

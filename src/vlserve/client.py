@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ def image_ref(image: str | Path) -> str:
     return image_to_data_url(text)
 
 
-def user_message(prompt: str, images: list[str | Path] = ()) -> dict[str, Any]:
+def user_message(prompt: str, images: Sequence[str | Path] = ()) -> dict[str, Any]:
     content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image_ref(i)}} for i in images]
     content.append({"type": "text", "text": prompt})
     return {"role": "user", "content": content}
@@ -57,12 +57,12 @@ class VLClient:
 
     def chat(self, messages: list[dict[str, Any]], model: str | None = None, **sampling: Any) -> str:
         response = self.openai.chat.completions.create(model=model or self.default_model(),
-                                                       messages=messages, **sampling)
+                                                       messages=messages, **sampling)  # type: ignore[arg-type]
         return response.choices[0].message.content or ""
 
     def chat_stream(self, messages: list[dict[str, Any]], model: str | None = None, **sampling: Any) -> Iterator[str]:
-        stream = self.openai.chat.completions.create(model=model or self.default_model(), messages=messages,
-                                                     stream=True, **sampling)
+        stream: Any = self.openai.chat.completions.create(model=model or self.default_model(),
+                                                          messages=messages, stream=True, **sampling)  # type: ignore[arg-type]
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 yield chunk.choices[0].delta.content

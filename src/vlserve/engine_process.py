@@ -50,6 +50,7 @@ class EngineProcess:
         self._pump = asyncio.create_task(self._forward_logs(self._proc))
 
     async def _forward_logs(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None  # started with stdout=PIPE
         async for raw in proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
             self.tail.append(line)
@@ -57,6 +58,7 @@ class EngineProcess:
             sys.stderr.flush()
 
     async def wait(self) -> int:
+        assert self._proc is not None, "start() first"
         code = await self._proc.wait()
         if self._pump:
             await asyncio.wait({self._pump}, timeout=2)  # the last lines, for the error message

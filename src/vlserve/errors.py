@@ -2,22 +2,15 @@
 
 Every route, middleware and stream reports failures through `ServiceError`, so a client
 always gets `{"error": {"message", "type", "param", "code"}}` with the status from the
-table below, never a stack trace.
+table below, never a stack trace. This module imports no web framework: engines and media
+raise these errors; `routes/errors.py` renders them as HTTP responses.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from enum import Enum
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger("vlserve.errors")
 
 
 class ErrorKind(Enum):
@@ -67,22 +60,24 @@ class ServiceError(Exception):
         status: int | None = None,
         headers: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
+        code: str | None = None,
+        error_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.param = param
-        # An upstream 4xx keeps its own status (e.g. 422) even when no kind matches it.
+        # An upstream 4xx keeps its own status (e.g. 422) even when no kind matches it,
+        # and an upstream's own OpenAI `code` and `type` (e.g. context_length_exceeded).
         self.status = status or kind.status
+        self.code = code or kind.code
+        self.type = error_type or kind.type
         self.headers = headers or {}
         self.extra = extra or {}  # more fields for the error object (e.g. a model's raw output)
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind.type,
-                          "param": self.param, "code": self.kind.code, **self.extra}}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        return {"error": {"message": self.message, "type": self.type,
+                          "param": self.param, "code": self.code, **self.extra}}
 
     def sse_event(self) -> bytes:
         """The final event of a stream that fails after it has started.
@@ -90,50 +85,3 @@ class ServiceError(Exception):
         The openai SDK raises an APIError when a chunk carries an `error` key.
         """
         return b"data: " + json.dumps(self.body()).encode() + b"\n\n"
-
-
-def error_response(kind: ErrorKind, message: str, **kwargs: Any) -> JSONResponse:
-    return ServiceError(kind, message, **kwargs).response()
-
-
-def _describe_validation(exc: RequestValidationError) -> tuple[ErrorKind, str, str | None]:
-    errors = exc.errors()
-    first = errors[0] if errors else {}
-    if first.get("type") == "json_invalid":
-        detail = (first.get("ctx") or {}).get("error", "")
-        return ErrorKind.INVALID_JSON, f"The request body is not valid JSON ({detail}).".replace(" ()", ""), None
-    parts = []
-    for error in errors[:5]:
-        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
-        where = ".".join(loc)
-        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
-    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-    return ErrorKind.BAD_REQUEST, "Invalid request: " + "; ".join(parts), param
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        kind, message, param = _describe_validation(exc)
-        return error_response(kind, message, param=param)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 404:
-            return error_response(ErrorKind.ROUTE_NOT_FOUND, f"No route {request.url.path}.")
-        if exc.status_code == 405:
-            return error_response(ErrorKind.METHOD_NOT_ALLOWED,
-                                  f"{request.method} is not allowed on {request.url.path}.")
-        if exc.status_code == 413:
-            return error_response(ErrorKind.TOO_LARGE, str(exc.detail))
-        kind = ErrorKind.BAD_REQUEST if exc.status_code < 500 else ErrorKind.INTERNAL
-        return error_response(kind, str(exc.detail), status=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(ErrorKind.INTERNAL, "Internal error; it has been logged.")

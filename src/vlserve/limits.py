@@ -6,6 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ErrorKind, ServiceError
+from .routes.errors import json_error
 
 
 class BodySizeLimit:
@@ -24,7 +25,7 @@ class BodySizeLimit:
             return
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await ServiceError(ErrorKind.TOO_LARGE, self._message()).response()(scope, receive, send)
+            await json_error(ServiceError(ErrorKind.TOO_LARGE, self._message()))(scope, receive, send)
             return
         received = 0
 

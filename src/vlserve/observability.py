@@ -18,12 +18,13 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .observation import Observation
 
 access_log = logging.getLogger("vlserve.access")
 
@@ -31,25 +32,12 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
-@dataclass
-class Observation:
-    request_id: str
-    model: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def add_usage(self, usage: dict[str, Any] | None) -> None:
-        if isinstance(usage, dict):
-            self.prompt_tokens = (self.prompt_tokens or 0) + int(usage.get("prompt_tokens") or 0)
-            self.completion_tokens = (self.completion_tokens or 0) + int(usage.get("completion_tokens") or 0)
-
-
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("vlserve_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        self.requests = Counter("vlserve_requests", "HTTP requests by route and status", ["route", "status"],
+                                registry=r)
         self.latency = Histogram("vlserve_request_duration_seconds", "Time to the end of the response", ["route"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("vlserve_time_to_first_byte_seconds", "Time to the first byte of a streamed "
@@ -59,9 +47,9 @@ class Metrics:
         self.image_bytes = Counter("vlserve_image_bytes", "Image bytes received from clients (in) and sent to "
                                    "engines (out)", ["direction"], registry=r)
 
-    def watch(self, services: Any) -> None:
-        """Gauges read from live state at scrape time."""
-        self.registry.register(_StateCollector(services))
+    def watch(self, inference: Any) -> None:
+        """Gauges read from live state at scrape time (admission, engine, replicas)."""
+        self.registry.register(_StateCollector(inference))
 
     def count_image(self, image: Any) -> None:
         self.image_bytes.labels("in").inc(image.nbytes)
@@ -79,26 +67,25 @@ class Metrics:
 
 
 class _StateCollector:
-    def __init__(self, services: Any) -> None:
-        self._services = services
+    def __init__(self, inference: Any) -> None:
+        self._inference = inference
 
     def describe(self) -> list:
         return []
 
     def collect(self):
-        admission = self._services.admission
+        admission = self._inference.admission
         yield GaugeMetricFamily("vlserve_engine_requests_active", "Requests holding an admission place",
                                 value=admission.active)
         yield GaugeMetricFamily("vlserve_queue_depth", "Requests waiting for an admission place",
                                 value=admission.queued)
-        status = self._services.engine.status()
+        status = self._inference.engine.status()
         yield GaugeMetricFamily("vlserve_engine_ready", "1 when the engine answers", value=int(status.ready))
-        replicas = status.info.get("replicas") or []
         up = GaugeMetricFamily("vlserve_upstream_up", "1 when the replica answers", labels=["replica"])
         load = GaugeMetricFamily("vlserve_upstream_in_flight", "Requests in flight per replica", labels=["replica"])
-        for index, replica in enumerate(replicas):
-            up.add_metric([str(index)], int(replica["ready"]))
-            load.add_metric([str(index)], replica.get("in_flight", 0))
+        for index, replica in enumerate(status.replicas):
+            up.add_metric([str(index)], int(replica.ready))
+            load.add_metric([str(index)], replica.in_flight)
         yield up
         yield load
 
@@ -123,7 +110,7 @@ class Observe:
             nonlocal status, first_body, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", [])) + [header]
+                headers = [*message.get("headers", []), header]
                 streaming = any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers)
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body" and first_body is None and message.get("body"):

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .analysis import TASK_NAMES, describe_tasks
+
 
 class ImageURL(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -61,6 +63,7 @@ class SamplingFields(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     repetition_penalty: float | None = Field(None, ge=0.01, le=10)
+    ignore_eos: bool | None = Field(None, description="Generate exactly max_tokens (LMDeploy's and vLLM's field).")
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -81,16 +84,13 @@ class InferRequest(SamplingFields):
     stream: bool = False
 
 
-AnalyzeTask = Literal["caption", "describe", "ocr", "document", "detect", "point", "qa", "extract", "compare"]
+# The task names come from the one registry of tasks (analysis/tasks.py).
+AnalyzeTask = Literal[TASK_NAMES]  # type: ignore[valid-type]
 
 
 class AnalyzeRequest(SamplingFields):
     model_config = ConfigDict(populate_by_name=True)
-    task: AnalyzeTask = Field(description=(
-        "caption: one sentence; describe: a paragraph; ocr: text in reading order (boxes=true: lines "
-        "with boxes); document: the page as Markdown (format=html: HTML); detect: boxes of `objects` "
-        "(or of everything); point: points of `objects`; qa: answer `question`; extract: a JSON object "
-        "valid against `schema`; compare: answer `question` about two or more `images`."))
+    task: AnalyzeTask = Field(description=describe_tasks())
     image: str | None = Field(None, description="Data URL, raw base64 or http(s) URL.")
     images: list[str] | None = Field(None, description="Several images (task=compare).")
     question: str | None = Field(None, description="For qa and compare.")

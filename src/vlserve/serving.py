@@ -12,49 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import uvicorn
-
-from .engines.base import EngineStream
-from .errors import ErrorKind, ServiceError
 
 log = logging.getLogger("vlserve")
 T = TypeVar("T")
 
 # Time between aborting the streams and uvicorn's hard stop, for the final events to leave.
 ABORT_MARGIN_S = 3.0
-
-
-class OpenStreams:
-    """The SSE responses being sent right now, so a shutdown can end them cleanly."""
-
-    def __init__(self) -> None:
-        self._streams: set[EngineStream] = set()
-
-    def __len__(self) -> int:
-        return len(self._streams)
-
-    async def relay(self, stream: EngineStream) -> AsyncIterator[bytes]:
-        self._streams.add(stream)
-        try:
-            async for chunk in stream:
-                if stream.aborted:
-                    break
-                yield chunk
-            if stream.aborted:
-                yield ServiceError(ErrorKind.ENGINE_UNAVAILABLE, "The server is shutting down; the answer was "
-                                   "cut short. Retry the request.").sse_event()
-        finally:
-            self._streams.discard(stream)
-
-    def abort_all(self) -> None:
-        if self._streams:
-            log.warning("drain time is up: ending %d open streams with an error event", len(self._streams))
-        for stream in list(self._streams):
-            stream.abort()
 
 
 class Server(uvicorn.Server):
@@ -65,7 +34,7 @@ class Server(uvicorn.Server):
 
 def make_server(app, host: str, port: int, log_level: str, drain_s: float) -> Server:
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=drain_s + ABORT_MARGIN_S)
+                            timeout_graceful_shutdown=math.ceil(drain_s + ABORT_MARGIN_S))
     return Server(config)
 
 
@@ -76,9 +45,9 @@ def install_drain(server: Server, app, drain_s: float, on_signal: Callable[[int]
     def handle(sig: int) -> None:
         log.info("%s: draining in-flight requests for up to %.0f s", signal.Signals(sig).name, drain_s)
         server.should_exit = True
-        streams = getattr(getattr(app.state, "services", None), "streams", None)
-        if streams is not None:
-            loop.call_later(drain_s, streams.abort_all)
+        state = getattr(app.state, "vlserve", None)
+        if state is not None:
+            loop.call_later(drain_s, state.inference.abort_streams)
         if on_signal is not None:
             on_signal(sig)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 
-async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any] | None]:
+async def iter_events(chunks: AsyncIterable[bytes]) -> AsyncGenerator[dict[str, Any] | None, None]:
     """Yield each `data:` payload as a dict; `None` for `[DONE]`. Other lines are skipped."""
     buffer = b""
     async for chunk in chunks:

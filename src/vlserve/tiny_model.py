@@ -69,8 +69,7 @@ def _corpus(seed: int, lines: int = 4000) -> list[str]:
 
 def build_tokenizer(seed: int):
     """A byte-level BPE tokenizer with Qwen's pre-tokenizer and added tokens."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
-    from tokenizers import pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
@@ -117,15 +116,14 @@ def _model_config(ids: dict[str, int]):
 
 
 def _processor(tokenizer_object, ids: dict[str, int]):
-    from transformers import (PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLProcessor,
-                              Qwen3VLVideoProcessor)
+    from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
     from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer_object)
     tokenizer = Qwen2Tokenizer(
         tokenizer_object=fast.backend_tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        bos_token=None, unk_token=None, errors="replace", model_max_length=262144,
-        clean_up_tokenization_spaces=False, split_special_tokens=False,
+        bos_token=None, unk_token=None,  # type: ignore[arg-type]  # Qwen's tokenizer has neither
+        errors="replace", model_max_length=262144, clean_up_tokenization_spaces=False, split_special_tokens=False,
     )
     image_processor = Qwen2VLImageProcessor(
         patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
@@ -156,7 +154,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
         ids = {t: tokenizer_object.token_to_id(t) for t in QWEN_SPECIAL_TOKENS + QWEN_PLAIN_ADDED_TOKENS}
         config = _model_config(ids)
         torch.manual_seed(seed)
-        model = Qwen3VLForConditionalGeneration(config).to(torch.bfloat16).eval()
+        model = Qwen3VLForConditionalGeneration(config).to(torch.bfloat16).eval()  # type: ignore[arg-type]
         model.generation_config = GenerationConfig(
             bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
             pad_token_id=ids["<|endoftext|>"], do_sample=True, temperature=0.7, top_k=20, top_p=0.8,

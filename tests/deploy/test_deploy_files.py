@@ -37,7 +37,7 @@ def test_kubernetes_manifests_validate_strictly():
 
 def test_entrypoint_is_one_exec_of_the_launcher():
     entrypoint = DEPLOY / "entrypoint.sh"
-    lines = [l for l in entrypoint.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    lines = [line for line in entrypoint.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert lines == ['exec vlserve launch "$@"'] and os.access(entrypoint, os.X_OK)
 
 

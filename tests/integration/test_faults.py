@@ -30,7 +30,7 @@ pytestmark = pytest.mark.timeout(120)
 
 CHUNK = b'data: {"id":"x","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
 MODELS = ["ok", "slow-first-byte", "slow", "stall", "cut", "error500", "error429", "bad-json", "garbage-sse",
-          "reset", "endless", "hang"]
+          "reset", "endless", "hang", "silent"]
 
 
 class FaultUpstream:
@@ -72,6 +72,10 @@ class FaultUpstream:
             return web.Response()
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if fault == "silent":  # headers, then not a byte until the gateway hangs up
+            while not request.transport.is_closing():
+                await asyncio.sleep(0.02)
+            return response
         if fault == "garbage-sse":
             await response.write(b"<html>this is not SSE</html>\n\n")
             return response
@@ -116,13 +120,24 @@ def upstream():
     return FaultUpstream().start()
 
 
-@pytest.fixture(scope="module")
-def gateway(upstream):
+def with_spec_version(app, version: str):
+    """The app as a server that reports this ASGI spec version would run it."""
+    async def wrapped(scope, receive, send):
+        scope["asgi"] = {**scope.get("asgi", {}), "spec_version": version}
+        await app(scope, receive, send)
+    wrapped.state = app.state
+    return wrapped
+
+
+@pytest.fixture(scope="module", params=["2.3", "2.4"])
+def gateway(upstream, request):
     settings = Settings(LMDEPLOY_BASE_URL=f"http://127.0.0.1:{upstream.port}", LMDEPLOY_TIMEOUT_S=2,
-                        UPSTREAM_FIRST_BYTE_TIMEOUT_S=0.5, UPSTREAM_IDLE_TIMEOUT_S=0.5)
+                        UPSTREAM_FIRST_BYTE_TIMEOUT_S=0.5, UPSTREAM_IDLE_TIMEOUT_S=2)
     engine = UpstreamEngine(settings)
-    server = InProcessServer(create_app(settings, engine=engine)).start()
+    app = create_app(settings, engine=engine)
+    server = InProcessServer(with_spec_version(app, request.param)).start()
     server.engine = engine
+    server.state = app.state
     deadline = time.monotonic() + 10
     while httpx.get(f"{server.url}/health").status_code != 200:
         assert time.monotonic() < deadline
@@ -159,6 +174,41 @@ def test_faults_before_the_answer_starts(gateway, model, stream, status, code):
     assert time.monotonic() - started < 5  # nothing hangs
     if model == "error429":
         assert resp.headers["retry-after"] == "7"
+
+
+def held(gateway) -> tuple[int, int, int]:
+    """(admission places held, replica requests in flight, open streams) inside the gateway."""
+    inference = gateway.state.vlserve.inference
+    return gateway.call(lambda: (inference.admission.active, gateway.engine.replicas.replicas[0].in_flight,
+                                 inference.open_streams))
+
+
+def released(gateway, within: float = 1.0) -> bool:
+    deadline = time.monotonic() + within
+    while held(gateway) != (0, 0, 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return held(gateway) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("model, leave_after_chunks", [("silent", 0), ("endless", 2)])
+def test_a_stream_left_before_or_after_its_first_chunk_gives_everything_back(gateway, upstream, model,
+                                                                            leave_after_chunks):
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", timeout=10, json={
+            "model": model, "stream": True, "messages": [{"role": "user", "content": "x"}]}) as resp:
+        assert resp.status_code == 200
+        chunks = resp.iter_bytes()
+        for _ in range(leave_after_chunks):
+            next(chunks)
+        assert held(gateway) == (1, 1, 1)
+    assert released(gateway), held(gateway)
+    assert upstream.active == 0 or released(gateway)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_left_before_the_upstream_answered_gives_its_replica_slot_back(gateway, upstream, stream):
+    with pytest.raises(httpx.ReadTimeout):
+        post(gateway, "hang" if not stream else "slow-first-byte", stream=stream, timeout=0.3)
+    assert released(gateway), held(gateway)
 
 
 @pytest.mark.parametrize("model, code", [("stall", "upstream_timeout"), ("cut", "bad_gateway"),

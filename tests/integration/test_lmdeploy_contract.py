@@ -1,4 +1,4 @@
-"""The gateway in front of LMDeploy's real bytes (../shared/fixtures/lmdeploy-0.18.0).
+"""The gateway in front of LMDeploy's real bytes (tests/fixtures/lmdeploy-0.18.0).
 
 A replay server answers with exactly what a real LMDeploy 0.18.0 api_server sent on a
 GPU; a real vlserve gateway (UpstreamEngine) sits in front of it and the official openai
@@ -15,11 +15,11 @@ import httpx
 import openai
 import pytest
 
-from ..lmdeploy_replay import FIXTURES, ReplayServer, chunked_sse, with_json_body
+from ..lmdeploy_replay import ReplayServer, chunked_sse, with_json_body
 from ..servers import ServerProcess
 from .conftest import png_bytes
 
-pytestmark = pytest.mark.skipif(not FIXTURES.exists(), reason="shared LMDeploy fixtures not present")
+pytestmark = pytest.mark.contract
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def _events(replay, n: int, keep: int) -> list[bytes]:
     b'"delta": {"role": "assistant", "content": "internal error happened"}, "finish_reason": "error"}]}\n\n',
 ])
 def test_mid_stream_errors_are_raised_by_the_sdk(replay, client, bad_event):
-    replay.chat_response = chunked_sse(recorded(replay, 9), _events(replay, 9, 2) + [bad_event, b"data: [DONE]\n\n"])
+    replay.chat_response = chunked_sse(recorded(replay, 9), [*_events(replay, 9, 2), bad_event, b"data: [DONE]\n\n"])
     stream = client.chat.completions.create(model="qwen3-vl", messages=HI, stream=True)
     received = []
     with pytest.raises(openai.APIError) as info:

@@ -69,3 +69,38 @@ def test_kill_one_replica_under_load_then_it_rejoins(tiny_model_dir, tmp_path):
         gateway.stop()
         for engine in engines:
             engine.stop()
+
+
+def test_replicas_serving_different_models_each_get_only_their_own(tiny_model_dir, tmp_path):
+    ports = {"instruct": free_port(), "thinking": free_port()}
+    engines = {name: ServerProcess({"MODEL_PATH": str(tiny_model_dir), "SERVED_MODEL_NAME": name}, tmp_path,
+                                   f"engine-{name}", port=port).start() for name, port in ports.items()}
+    gateway = ServerProcess({"LMDEPLOY_BASE_URL": ",".join(f"http://127.0.0.1:{p}" for p in ports.values())},
+                            tmp_path, "gateway").start()
+    try:
+        for server in (*engines.values(), gateway):
+            server.wait_healthy()
+        deadline = time.monotonic() + 20
+        while not all(r["ready"] for r in httpx.get(f"{gateway.url}/health").json()["replicas"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert sorted(m["id"] for m in httpx.get(f"{gateway.url}/v1/models").json()["data"]) == ["instruct", "thinking"]
+
+        def ask_for(model: str) -> int:
+            return httpx.post(f"{gateway.url}/v1/chat/completions", timeout=30, json={
+                "model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(ask_for, ["instruct", "thinking"] * 6))
+        assert statuses == [200] * 12
+        for name, engine in engines.items():
+            log = engine.log_path.read_text()
+            other = "thinking" if name == "instruct" else "instruct"
+            assert log.count(f'"model": "{name}"') == 6 and f'"model": "{other}"' not in log
+        unknown = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=30, json={
+            "model": "nope", "messages": [{"role": "user", "content": "hi"}]})
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    finally:
+        gateway.stop()
+        for engine in engines.values():
+            engine.stop()

@@ -7,6 +7,7 @@ tiny random model never writes valid JSON).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -14,16 +15,15 @@ from aiohttp import web
 
 from vlserve.admission import Admission
 from vlserve.analysis import TaskInput
-from vlserve.app_state import Services
 from vlserve.catalog import ModelCatalog
 from vlserve.config import Settings
+from vlserve.engine_requests import RequestBuilder
 from vlserve.engines.upstream import UpstreamEngine
 from vlserve.errors import ServiceError
-from vlserve.gpu import GpuMonitor
+from vlserve.inference import CallContext, Inference
 from vlserve.media import MediaNormalizer, MediaPolicy
-from vlserve.observability import Metrics
+from vlserve.observation import Observation
 from vlserve.oneshot import analyze
-from vlserve.serving import OpenStreams
 
 from ..local_site import serve_app
 from .media_helpers import png
@@ -65,14 +65,16 @@ async def services(scripted, request):
     await engine.start()
     assert await engine.wait_ready(5)
     media = MediaNormalizer(MediaPolicy.from_settings(settings))
-    yield Services(settings, engine, ModelCatalog(settings, engine), media, GpuMonitor(), Admission(4, 4, 5), Metrics(),
-                   OpenStreams())
+    yield Inference(engine, Admission(4, 4, 5)), RequestBuilder(settings, ModelCatalog(settings, engine), media)
     await engine.close()
 
 
 async def run(services, schema=SCHEMA):
-    image = await services.media.image(base64.b64encode(png()).decode())
-    return await analyze(services, spec=TaskInput("extract"), images=[image], model=None, sampling={}, schema=schema)
+    inference, builder = services
+    image = await builder.media.image(base64.b64encode(png()).decode())
+    never_gone = CallContext(Observation("test"), asyncio.Event().wait)
+    return await analyze(inference, builder, never_gone, spec=TaskInput("extract"), images=[image], model=None,
+                         sampling={}, schema=schema)
 
 
 async def test_valid_answer_and_guided_decoding_requested(scripted, services):

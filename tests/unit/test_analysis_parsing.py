@@ -16,7 +16,8 @@ prose around the JSON, trailing commas, single quotes, an answer cut off by max_
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vlserve.analysis import TaskInput, parse_result
 from vlserve.analysis.jsontext import find_json

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from vlserve.engines.upstream import upstream_error
+from vlserve.engines.upstream_errors import upstream_error
 from vlserve.errors import ErrorKind, ServiceError
 
-# Bodies copied from ../shared/fixtures/lmdeploy-0.18.0/transcripts.txt
+# Bodies copied from tests/fixtures/lmdeploy-0.18.0/transcripts.txt
 LMDEPLOY_MISSING_MESSAGES = b'{"message":"messages: Field required","type":"invalid_request_error","code":400,"param":null,"object":"error"}'
 LMDEPLOY_UNKNOWN_MODEL = b'{"message":"The model \'no-such-model\' does not exist.","type":"not_found_error","code":404,"param":null,"object":"error"}'
 LMDEPLOY_NOT_FOUND_ROUTE = b'{"detail":"Not Found"}'
@@ -32,6 +32,18 @@ def test_upstream_errors_keep_meaning(status, body, kind, out_status, message):
     error = upstream_error(status, body, {})
     assert error.kind is kind and error.status == out_status
     assert message in error.message
+
+
+def test_an_openai_envelope_keeps_its_code_param_and_type():
+    # What vLLM (or a vlserve upstream) answers for a prompt that does not fit.
+    body = (b'{"error": {"message": "This model\'s maximum context length is 4096 tokens.", '
+            b'"type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}')
+    error = upstream_error(400, body, {})
+    assert error.status == 400
+    assert error.body()["error"] == {"message": "This model's maximum context length is 4096 tokens.",
+                                     "type": "invalid_request_error", "param": "messages",
+                                     "code": "context_length_exceeded"}
+    assert upstream_error(400, LMDEPLOY_MISSING_MESSAGES, {}).code == "bad_request"  # flat: mapped by status
 
 
 def test_retry_after_is_passed_on():

@@ -1,4 +1,4 @@
-"""GPU status from NVML: what a real H200 answered (../shared/fixtures/nvml), and no GPU here."""
+"""GPU status from NVML: what a real H200 answered (tests/fixtures/nvml), and no GPU here."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import pytest
 
 from vlserve.gpu import GpuMonitor
 
-FIXTURE = Path(__file__).parents[3] / "shared" / "fixtures" / "nvml" / "h200-lmdeploy.json"
+pytestmark = pytest.mark.contract
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "nvml" / "h200-lmdeploy.json"
 
 
-class NVMLError_NotSupported(Exception):  # noqa: N801 (pynvml's naming)
+class NVMLError_NotSupported(Exception):
     pass
 
 
@@ -31,19 +33,19 @@ class RecordedNVML:
             raise NVMLError_NotSupported(field["error"])
         return field["value"]
 
-    def nvmlInit(self): pass  # noqa: E704
-    def nvmlShutdown(self): pass  # noqa: E704
-    def nvmlDeviceGetCount(self): return self._value(self._system["device_count"])  # noqa: E704
-    def nvmlSystemGetDriverVersion(self): return self._value(self._system["driver_version"])  # noqa: E704
-    def nvmlSystemGetCudaDriverVersion(self): return self._value(self._system["cuda_driver_version"])["raw"]  # noqa: E704
-    def nvmlDeviceGetHandleByIndex(self, i): return self._devices[i]  # noqa: E704
-    def nvmlDeviceGetName(self, d): return self._value(d["name"])  # noqa: E704
-    def nvmlDeviceGetUUID(self, d): return self._value(d["uuid"])  # noqa: E704
-    def nvmlDeviceGetMemoryInfo(self, d): return SimpleNamespace(**self._value(d["memory"]))  # noqa: E704
-    def nvmlDeviceGetTemperature(self, d, sensor): return self._value(d["temperature_gpu_c"])  # noqa: E704
-    def nvmlDeviceGetPowerUsage(self, d): return self._value(d["power_usage_mw"])  # noqa: E704
-    def nvmlDeviceGetEnforcedPowerLimit(self, d): return self._value(d["power_limit_enforced_mw"])  # noqa: E704
-    def nvmlDeviceGetFanSpeed(self, d): return self._value(d["fan_speed_pct"])  # noqa: E704
+    def nvmlInit(self): pass
+    def nvmlShutdown(self): pass
+    def nvmlDeviceGetCount(self): return self._value(self._system["device_count"])
+    def nvmlSystemGetDriverVersion(self): return self._value(self._system["driver_version"])
+    def nvmlSystemGetCudaDriverVersion(self): return self._value(self._system["cuda_driver_version"])["raw"]
+    def nvmlDeviceGetHandleByIndex(self, i): return self._devices[i]
+    def nvmlDeviceGetName(self, d): return self._value(d["name"])
+    def nvmlDeviceGetUUID(self, d): return self._value(d["uuid"])
+    def nvmlDeviceGetMemoryInfo(self, d): return SimpleNamespace(**self._value(d["memory"]))
+    def nvmlDeviceGetTemperature(self, d, sensor): return self._value(d["temperature_gpu_c"])
+    def nvmlDeviceGetPowerUsage(self, d): return self._value(d["power_usage_mw"])
+    def nvmlDeviceGetEnforcedPowerLimit(self, d): return self._value(d["power_limit_enforced_mw"])
+    def nvmlDeviceGetFanSpeed(self, d): return self._value(d["fan_speed_pct"])
 
     def nvmlDeviceGetUtilizationRates(self, d):
         util = self._value(d["utilization"])
@@ -60,8 +62,6 @@ class RecordedNVML:
 
 @pytest.fixture
 def snapshots():
-    if not FIXTURE.exists():
-        pytest.skip("shared NVML fixture not present")
     return json.loads(FIXTURE.read_text())["snapshots"]
 
 

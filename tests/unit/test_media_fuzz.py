@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from vlserve.errors import ServiceError

@@ -7,7 +7,8 @@ import base64
 import os
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.media import MediaNormalizer, decode_base64, parse_data_url

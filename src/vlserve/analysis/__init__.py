@@ -1,7 +1,9 @@
-"""Analysis tasks: prompts (presets), tolerant parsing of what the model writes (jsontext,
-results), coordinates (geometry) and schema-checked extraction (extract)."""
+"""Analysis tasks: the registry (tasks), prompts (presets), tolerant parsing of what the
+model writes (jsontext, results), coordinates (geometry) and schema-checked extraction
+(extract)."""
 
-from .presets import TASKS, TaskInput, build_prompt
-from .results import parse_result
+from .presets import TaskInput
+from .tasks import TASK_NAMES, TASKS, Task, build_prompt, check_input, describe_tasks, parse_result
 
-__all__ = ["TASKS", "TaskInput", "build_prompt", "parse_result"]
+__all__ = ["TASKS", "TASK_NAMES", "Task", "TaskInput", "build_prompt", "check_input", "describe_tasks",
+           "parse_result"]

@@ -1,7 +1,8 @@
 """Structured extraction: a JSON object that validates against the caller's JSON Schema.
 
-Engines with guided decoding (LMDeploy, vLLM) are sent the schema as OpenAI's
-`response_format` so they can only produce valid JSON. Whatever comes back is still
+The schema travels to the engine as a hint (`EngineRequest.json_schema`): engines with
+guided decoding (LMDeploy, vLLM) are sent it as OpenAI's `response_format` so they can
+only produce valid JSON. Whatever comes back is still
 validated here; if it fails, the model gets one chance to repair its answer, and then
 the caller gets a 422 with the raw text.
 """
@@ -31,10 +32,6 @@ def check_schema(schema: Any) -> dict[str, Any]:
         raise ServiceError(ErrorKind.BAD_REQUEST, f"`schema` is not a valid JSON Schema: {exc.message}",
                            param="schema") from None
     return schema
-
-
-def response_format(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "json_schema", "json_schema": {"name": "extraction", "schema": schema}}
 
 
 def schema_prompt(base: str, schema: dict[str, Any]) -> str:

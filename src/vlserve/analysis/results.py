@@ -1,4 +1,6 @@
-"""Each task's structured result, parsed from the model's raw text. Never raises."""
+"""Each task's structured result, parsed from the model's raw text. Never raises.
+
+tasks.py says which task uses which parser."""
 
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ def parse_points(text: str, width: int, height: int) -> dict[str, Any]:
 
 def parse_text_lines(text: str, width: int, height: int) -> dict[str, Any]:
     items, parsed = _items(text)
-    lines = []
+    lines: list[dict[str, Any]] = []
     for item in items:
         box = _numbers(item.get("bbox_2d", item.get("bbox")), 4)
         content = item.get("text_content", item.get("text"))
@@ -79,21 +81,32 @@ def parse_text_lines(text: str, width: int, height: int) -> dict[str, Any]:
     return {"text": "\n".join(line["text"] for line in lines), "lines": lines, "parsed": parsed}
 
 
-def parse_result(spec: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
-    task = spec.task
-    if task == "caption":
-        return {"caption": text.strip()}
-    if task == "describe":
-        return {"description": text.strip()}
-    if task == "ocr" and spec.boxes:
+def parse_caption(_: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+    return {"caption": text.strip()}
+
+
+def parse_description(_: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+    return {"description": text.strip()}
+
+
+def parse_ocr(spec: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+    if spec.boxes:
         return parse_text_lines(text, width, height)
-    if task == "ocr":
-        body = strip_fences(text)
-        return {"text": body, "lines": [line.strip() for line in body.splitlines() if line.strip()]}
-    if task == "document":
-        return {spec.format: strip_fences(text)}
-    if task == "detect":
-        return parse_boxes(text, width, height)
-    if task == "point":
-        return parse_points(text, width, height)
+    body = strip_fences(text)
+    return {"text": body, "lines": [line.strip() for line in body.splitlines() if line.strip()]}
+
+
+def parse_document(spec: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+    return {spec.format: strip_fences(text)}
+
+
+def parse_detections(_: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+    return parse_boxes(text, width, height)
+
+
+def parse_pointing(_: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+    return parse_points(text, width, height)
+
+
+def parse_answer(_: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
     return {"answer": text.strip()}

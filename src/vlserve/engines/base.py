@@ -1,16 +1,55 @@
 """The engine protocol: what the gateway needs from something that runs the model.
 
-Engines take and give OpenAI-shaped dicts. A request reaching an engine has already
-been validated, its images are data URLs, its `model` is the engine's own id and its
-sampling defaults are filled in. Engines know nothing of FastAPI.
+Engines take an `EngineRequest` (an OpenAI-shaped chat body that has already been
+validated: images are data URLs, `model` is the engine's own id, sampling defaults are
+filled in) plus the hints the gateway adds, and give OpenAI-shaped answers. Each engine
+turns the hints into its own dialect, or leaves out what it can't use; nothing outside
+`engines/` knows an engine's quirks. Engines know nothing of FastAPI.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from ..errors import ErrorKind, ServiceError
+
+log = logging.getLogger("vlserve.engine")
+
+
+@dataclass
+class EngineRequest:
+    """One chat completion for an engine.
+
+    `body` is what the client asked for (unknown fields pass through). The rest is what
+    the gateway adds: optional, so an engine that can't use a hint leaves it out.
+    """
+
+    body: dict[str, Any]
+    image_pixels: tuple[int, int] | None = None  # (min, max) pixels the images were prepared for
+    json_schema: dict[str, Any] | None = None     # the answer should validate against this (guided decoding)
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    """One upstream server as health and metrics see it."""
+
+    url: str
+    ready: bool
+    in_flight: int
+    models: tuple[str, ...]
+    error: str | None
 
 
 @dataclass
@@ -18,12 +57,12 @@ class EngineStatus:
     ready: bool
     detail: str
     models: list[str] = field(default_factory=list)
+    replicas: list[ReplicaState] = field(default_factory=list)
+    # Engine-specific facts for /health (device, max_model_len, ...); read by nothing else.
     info: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine(Protocol):
-    kind: str  # "local" or "upstream"
-
     async def start(self) -> None:
         """Begin loading/connecting. Returns quickly; `status()` says when it is ready."""
 
@@ -33,17 +72,20 @@ class Engine(Protocol):
     def status(self) -> EngineStatus:
         """Cheap readiness snapshot, safe to call every second."""
 
-    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, request: EngineRequest) -> dict[str, Any]:
         """A non-streaming chat completion (OpenAI `chat.completion` object)."""
 
-    async def open_stream(self, request: dict[str, Any]) -> EngineStream:
+    async def open_stream(self, request: EngineRequest) -> EngineStream:
         """Start a streaming chat completion.
 
-        Failures that happen before the first byte (bad request, engine down) raise
-        ServiceError here, so the gateway can still answer with a proper status. The
-        returned stream yields SSE bytes (`data: {...}\\n\\n` ... `data: [DONE]\\n\\n`);
-        closing it early cancels the generation.
+        Failures that happen before the first byte (bad request, engine down, no place in
+        the engine's queue) raise ServiceError here, so the gateway can still answer with
+        a proper status. The returned stream yields SSE bytes (`data: {...}\\n\\n` ...
+        `data: [DONE]\\n\\n`); closing it early cancels the generation.
         """
+
+
+SHUTDOWN_MESSAGE = "The server is shutting down; the answer was cut short. Retry the request."
 
 
 class EngineStream:
@@ -51,7 +93,11 @@ class EngineStream:
 
     An async generator that was never started runs no `finally` when closed; a response
     that ends before its first chunk (client gone at once) would leak the upstream
-    connection or the engine's queue slot. `aclose()` here also runs `on_close`.
+    connection or the engine's place. `aclose()` here closes the chunks and then runs
+    every close callback, exactly once, whatever ended the stream.
+
+    `abort()` (server shutting down) ends the stream at its next chunk with a final
+    error event; `on_abort` wakes a stream that is waiting (e.g. closes its connection).
     """
 
     def __init__(self, chunks: AsyncIterator[bytes], on_close: Callable[[], Any] | None = None,
@@ -64,11 +110,17 @@ class EngineStream:
         self.usage: dict[str, int] | None = None  # set by the engine when the stream reports it
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks
+        return self._relay()
+
+    async def _relay(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            if self.aborted:
+                break
+            yield chunk
+        if self.aborted:
+            yield ServiceError(ErrorKind.ENGINE_UNAVAILABLE, SHUTDOWN_MESSAGE).sse_event()
 
     def abort(self) -> None:
-        """Stop early (server shutting down): the relay ends at its next chunk, and
-        `on_abort` wakes one that is waiting (e.g. by closing the upstream connection)."""
         self.aborted = True
         if self._on_abort is not None:
             self._on_abort()
@@ -81,9 +133,12 @@ class EngineStream:
             return
         self._closed = True
         try:
-            await self._chunks.aclose()
+            await self._chunks.aclose()  # type: ignore[attr-defined]
         finally:
-            for callback in self._on_close:
-                result = callback()
-                if inspect.isawaitable(result):
-                    await result
+            for callback in self._on_close:  # each runs, even when one before it failed
+                try:
+                    result = callback()
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("a stream's close callback failed")

@@ -1,7 +1,7 @@
 """LMDeploy's rough edges, smoothed over so clients see OpenAI's behaviour.
 
 From LMDeploy's sources (0.11.1 `serve/async_engine.py`, 0.16 `serve/openai/errors.py`)
-and a recording of 0.18.0 (../shared/fixtures/lmdeploy-0.18.0/):
+and a recording of 0.18.0 (tests/fixtures/lmdeploy-0.18.0/):
 - errors are flat `{"message", "type", "code": <int>, "object": "error"}` instead of
   OpenAI's `{"error": {...}}`, also inside a stream that has started (the openai SDK only
   raises on an `error` key, so it would silently take them for chunks);
@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from ..errors import ErrorKind, ServiceError
+from .upstream_errors import upstream_error
 
 _MARKER = b'"error'  # in every event that may need translating; absent from ordinary chunks
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
@@ -40,8 +41,6 @@ def check_completion(body: Any) -> None:
 
 def _error_event(payload: dict[str, Any]) -> ServiceError | None:
     """Our error for an event that is one, else None."""
-    from .upstream import upstream_error  # upstream imports this module
-
     error = payload.get("error")
     if isinstance(error, str):
         return ServiceError(ErrorKind.UPSTREAM_ERROR, f"The engine failed: {error}")

@@ -1,9 +1,11 @@
 """LocalEngine: Hugging Face transformers in this process, on CPU or CUDA.
 
-One generation runs at a time per model (a single worker thread); up to
-LOCAL_MAX_QUEUE requests wait for it, more are refused with 429. Tokens stream out of
-the worker thread through an asyncio queue as they are generated; closing the stream
-(client gone) sets a flag that the model's stopping criteria checks between tokens.
+One generation runs at a time per model (a single worker thread). Its turn is an
+admission place (the same primitive as the gateway's): up to LOCAL_MAX_QUEUE requests
+wait for it, for up to QUEUE_TIMEOUT_S, more are refused with 429. A stream takes its
+turn before it is returned, so a refusal is a status, not an error event. Tokens stream
+out of the worker thread through an asyncio queue as they are generated; closing the
+stream (client gone) sets a flag that the model's stopping criteria checks between tokens.
 """
 
 from __future__ import annotations
@@ -11,18 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import openai_format as oai
+from ..admission import Admission
 from ..config import Settings
 from ..errors import ErrorKind, ServiceError
 from ..tiny_model import TINY_MODEL_NAME, ensure_tiny_model, is_tiny_checkpoint
-from .base import EngineStatus, EngineStream
+from .base import EngineRequest, EngineStatus, EngineStream
 from .generation import QueueStreamer, consume_exception, eos_ids, sampling_kwargs, to_processor_messages
 from .text_stream import IncrementalDecoder, StopMatcher
 
@@ -40,19 +43,17 @@ class PreparedPrompt:
 
 
 class LocalEngine:
-    kind = "local"
-
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._model_path = settings.model_path
         self._is_tiny = not settings.model_path or is_tiny_checkpoint(settings.model_path)
         self._model_id = settings.served_model_name or self._default_model_id()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlserve-generate")
-        self._waiting = 0
-        self._lock = asyncio.Lock()
+        self._turns = Admission(1, settings.local_max_queue, settings.queue_timeout_s, who="The local engine")
         self._load_task: asyncio.Task | None = None
         self._load_error: str | None = None
-        self._model = self._processor = None
+        self._model: Any = None      # transformers' model and processor, once loaded
+        self._processor: Any = None
         self._device = "cpu"
         self._max_len = settings.max_model_len
         self._generating = False  # set by the worker thread while model.generate() runs
@@ -60,11 +61,8 @@ class LocalEngine:
     def _default_model_id(self) -> str:
         if self._is_tiny:
             return TINY_MODEL_NAME
-        return Path(self._model_path.rstrip("/")).name or self._model_path
-
-    @property
-    def is_tiny(self) -> bool:
-        return self._is_tiny
+        path = self._model_path or ""
+        return Path(path.rstrip("/")).name or path
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -89,8 +87,9 @@ class LocalEngine:
         want = self._settings.local_device
         self._device = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
         dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
-        self._processor = AutoProcessor.from_pretrained(self._model_path)
-        model = AutoModelForImageTextToText.from_pretrained(self._model_path, dtype=dtype)
+        path = str(self._model_path)
+        self._processor = AutoProcessor.from_pretrained(path)
+        model: Any = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
         self._model = model.to(self._device).eval()
         text_config = getattr(model.config, "text_config", model.config)
         limit = getattr(text_config, "max_position_embeddings", None)
@@ -103,13 +102,14 @@ class LocalEngine:
 
     def status(self) -> EngineStatus:
         info = {"engine": "local", "device": self._device, "max_model_len": self._max_len,
-                "random_weights": self._is_tiny, "requests_in_engine": self._waiting,
+                "random_weights": self._is_tiny,
+                "requests_in_engine": self._turns.active + self._turns.queued,
                 "generating": self._generating}
         if self._model is not None:
-            return EngineStatus(True, "ready", [self._model_id], info)
+            return EngineStatus(True, "ready", [self._model_id], info=info)
         if self._load_error:
-            return EngineStatus(False, f"model failed to load: {self._load_error}", [], info)
-        return EngineStatus(False, "model is loading", [], info)
+            return EngineStatus(False, f"model failed to load: {self._load_error}", info=info)
+        return EngineStatus(False, "model is loading", info=info)
 
     def _require_ready(self) -> None:
         if self._model is None:
@@ -118,33 +118,37 @@ class LocalEngine:
                                headers={"Retry-After": "5"})
 
     # --- requests ---------------------------------------------------------------------
-    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
-        prepared = await self._prepare(request)
-        async with self._turn():
+    async def chat(self, request: EngineRequest) -> dict[str, Any]:
+        prepared = await self._prepare(request.body)
+        release = await self._turns.acquire()
+        try:
             parts, finish, completion_tokens = [], "length", 0
             async with aclosing(self._generate(prepared)) as pieces:
                 async for piece, finish_reason, n in pieces:
                     parts.append(piece)
                     completion_tokens = n
                     finish = finish_reason or finish
-        return oai.completion(oai.completion_id(), request["model"], "".join(parts), finish,
+        finally:
+            release()
+        return oai.completion(oai.completion_id(), request.model, "".join(parts), finish,
                               oai.usage(prepared.prompt_tokens, completion_tokens))
 
-    async def open_stream(self, request: dict[str, Any]) -> EngineStream:
-        prepared = await self._prepare(request)
-        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-        self._turn().check()  # a full queue is refused before the response starts
+    async def open_stream(self, request: EngineRequest) -> EngineStream:
+        prepared = await self._prepare(request.body)
+        include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
+        release = await self._turns.acquire()  # held until the stream is closed
+
         def report(usage: dict[str, int]) -> None:
             stream.usage = usage
 
-        stream = EngineStream(self._stream(request["model"], prepared, include_usage, report))
+        stream = EngineStream(self._stream(request.model, prepared, include_usage, report), on_close=release)
         return stream
 
     async def _stream(self, model: str, prepared: PreparedPrompt, include_usage: bool,
                       report_usage: Callable[[dict[str, int]], None]) -> AsyncIterator[bytes]:
         cid = oai.completion_id()
         completion_tokens, finish = 0, "length"
-        async with self._turn(), aclosing(self._generate(prepared)) as pieces:
+        async with aclosing(self._generate(prepared)) as pieces:
             yield oai.sse(oai.chunk(cid, model, {"role": "assistant", "content": ""}, None, include_usage))
             try:
                 async for piece, finish_reason, n in pieces:
@@ -164,9 +168,6 @@ class LocalEngine:
             if include_usage:
                 yield oai.sse(oai.usage_chunk(cid, model, oai.usage(prepared.prompt_tokens, completion_tokens)))
             yield oai.DONE
-
-    def _turn(self) -> _Turn:
-        return _Turn(self)
 
     async def _prepare(self, request: dict[str, Any]) -> PreparedPrompt:
         self._require_ready()
@@ -188,13 +189,16 @@ class LocalEngine:
         # Documented clamp: never generate past the context window.
         max_new = max(1, min(int(wanted), self._max_len - prompt_tokens))
         stop = request.get("stop") or []
+        sampling = sampling_kwargs(request)
+        if request.get("ignore_eos"):  # LMDeploy's and vLLM's field: generate exactly max_tokens
+            sampling["min_new_tokens"] = max_new
         return PreparedPrompt(
             inputs=inputs.to(self._device), prompt_tokens=prompt_tokens, max_new_tokens=max_new,
-            sampling=sampling_kwargs(request), stop=[stop] if isinstance(stop, str) else list(stop),
+            sampling=sampling, stop=[stop] if isinstance(stop, str) else list(stop),
             seed=request.get("seed"),
         )
 
-    async def _generate(self, prepared: PreparedPrompt) -> AsyncIterator[tuple[str, str | None, int]]:
+    async def _generate(self, prepared: PreparedPrompt) -> AsyncGenerator[tuple[str, str | None, int], None]:
         """Yield (text piece, finish_reason or None, completion tokens so far)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -256,35 +260,3 @@ class LocalEngine:
         finally:
             self._generating = False
             streamer.finish()
-
-
-class _Turn:
-    """A place in the one-at-a-time queue; entering waits, over-full queues get 429."""
-
-    def __init__(self, engine: LocalEngine) -> None:
-        self._engine = engine
-        self._held = False
-
-    def check(self) -> None:
-        engine = self._engine
-        if engine._waiting >= engine._settings.local_max_queue + 1:
-            raise ServiceError(ErrorKind.OVERLOADED, f"The local engine is busy ({engine._waiting} requests "
-                               "running or waiting); retry shortly.", headers={"Retry-After": "2"})
-
-    async def __aenter__(self) -> _Turn:
-        self.check()
-        engine = self._engine
-        engine._waiting += 1
-        try:
-            await engine._lock.acquire()
-        except BaseException:
-            engine._waiting -= 1
-            raise
-        self._held = True
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._held:
-            self._held = False
-            self._engine._waiting -= 1
-            self._engine._lock.release()

@@ -4,7 +4,9 @@ A background probe asks each replica for `/v1/models` (every second while any is
 every PROBE_INTERVAL_READY_S otherwise). A replica that refuses a connection or answers
 5xx while another one is ready is taken out at once and comes back when a probe
 succeeds; the last ready replica is only ever taken out by the probe. Requests go to the
-ready replica with the fewest requests in flight.
+ready replica, among those that serve the requested model, with the fewest requests in
+flight. A request's place in a replica's in-flight count is a `Lease`: taken when the
+replica is picked, given back once, whatever ends the request.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 
 from ..errors import ErrorKind, ServiceError
+from .base import ReplicaState
 
 log = logging.getLogger("vlserve.upstream")
 
@@ -31,6 +35,26 @@ class Replica:
     models: list[str] = field(default_factory=list)
     last_error: str = "not probed yet"
     in_flight: int = 0
+    # Optional fields the gateway adds that this replica refused (learned, never sent again).
+    refused_fields: set[str] = field(default_factory=set)
+
+    def state(self) -> ReplicaState:
+        return ReplicaState(self.base_url, self.ready, self.in_flight, tuple(self.models),
+                            None if self.ready else self.last_error)
+
+
+class Lease:
+    """One request's place in a replica's in-flight count."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        replica.in_flight += 1
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self.replica.in_flight -= 1
 
 
 class ReplicaSet:
@@ -98,14 +122,15 @@ class ReplicaSet:
             self.take_out(replica, reason)
 
     # --- routing ------------------------------------------------------------------------
-    def pick(self, exclude: list[Replica] = ()) -> Replica:
-        candidates = [r for r in self.replicas if r.ready and r not in exclude]
+    def lease(self, model: str, exclude: Sequence[Replica] = ()) -> Lease:
+        """A place on the least busy ready replica that serves `model`."""
+        candidates = [r for r in self.replicas if r.ready and model in r.models and r not in exclude]
         if not candidates:
-            raise ServiceError(ErrorKind.ENGINE_UNAVAILABLE, "The model engine is not available; retry shortly.",
-                               headers={"Retry-After": "5"})
+            raise ServiceError(ErrorKind.ENGINE_UNAVAILABLE, f"No model engine serving {model!r} is available; "
+                               "retry shortly.", headers={"Retry-After": "5"})
         fewest = min(r.in_flight for r in candidates)
         ties = [r for r in candidates if r.in_flight == fewest]
-        return ties[next(self._ties) % len(ties)]
+        return Lease(ties[next(self._ties) % len(ties)])
 
-    def others_ready(self, replica: Replica) -> bool:
-        return any(r.ready and r is not replica for r in self.replicas)
+    def others_ready(self, replica: Replica, model: str) -> bool:
+        return any(r.ready and r is not replica and model in r.models for r in self.replicas)

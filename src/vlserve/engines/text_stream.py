@@ -8,28 +8,33 @@ class IncrementalDecoder:
 
     Byte-level BPE tokens can split a UTF-8 character; a piece is held back while the
     decoded text ends in the replacement character, and released once it completes.
+    Each step decodes only a short window (the tokens since the last piece, plus the
+    ones before it for context), so a whole answer costs time linear in its length.
     """
 
     def __init__(self, tokenizer) -> None:
         self._tokenizer = tokenizer
         self._ids: list[int] = []
-        self._sent = 0  # characters of the decoded text already handed out
+        self._prefix = 0  # the window starts here: tokens already sent, kept as context
+        self._read = 0    # tokens before this have been sent
 
-    def _text(self) -> str:
-        return self._tokenizer.decode(self._ids, skip_special_tokens=True)
+    def _decode(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _next_piece(self, final: bool) -> str:
+        before = self._decode(self._ids[self._prefix:self._read])
+        text = self._decode(self._ids[self._prefix:])
+        if not final and (text.endswith("\ufffd") or len(text) <= len(before)):
+            return ""
+        self._prefix, self._read = self._read, len(self._ids)
+        return text[len(before):]
 
     def add(self, token_id: int) -> str:
         self._ids.append(token_id)
-        text = self._text()
-        if text.endswith("\ufffd"):
-            return ""
-        piece, self._sent = text[self._sent:], len(text)
-        return piece
+        return self._next_piece(final=False)
 
     def flush(self) -> str:
-        text = self._text()
-        piece, self._sent = text[self._sent:], len(text)
-        return piece
+        return self._next_piece(final=True)
 
 
 class StopMatcher:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -37,7 +38,7 @@ class GuardedResolver(aiohttp.abc.AbstractResolver):
         self._policy = policy
         self._inner = inner or aiohttp.ThreadedResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list:
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list:
         infos = await self._inner.resolve(host, port, family)
         if host.lower() in self._policy.allow_private_hostnames:
             return infos

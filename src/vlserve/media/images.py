@@ -52,6 +52,7 @@ class NormalizedImage:
     sent_height: int
     sent_bytes: int
     reencoded: bool
+    budget: PixelBudget  # the pixel budget it was prepared for (engines are told the same)
 
 
 def looks_like_image(data: bytes) -> bool:
@@ -130,7 +131,7 @@ def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: Pi
         img.load()  # a full decode: a truncated or corrupt file fails here, not in the engine
         mime = ACCEPTED_FORMATS[fmt]
         return NormalizedImage(to_data_url(mime, data), mime, width, height, len(data), width, height,
-                               len(data), reencoded=False)
+                               len(data), reencoded=False, budget=budget)
     if target is not None and fmt in ("JPEG", "MPO"):
         # Let the JPEG decoder skip detail we are about to throw away (1/2, 1/4, 1/8 scale).
         draft = (target[1], target[0]) if orientation not in _SWAPS_SIDES else (target[0], target[1])
@@ -141,7 +142,7 @@ def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: Pi
         fixed = fixed.resize((target[1], target[0]), Image.Resampling.BICUBIC, reducing_gap=3.0)
     mime, encoded = _encode(fixed, lossy=target is not None or fmt in LOSSY_FORMATS)
     return NormalizedImage(to_data_url(mime, encoded), mime, width, height, len(data),
-                           fixed.width, fixed.height, len(encoded), reencoded=True)
+                           fixed.width, fixed.height, len(encoded), reencoded=True, budget=budget)
 
 
 def _orientation(img: Image.Image) -> int:

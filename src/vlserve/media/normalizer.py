@@ -44,7 +44,8 @@ class MediaNormalizer:
     async def video(self, ref: str) -> NormalizedVideo:
         data = await self._load(ref.strip(), "video", self.policy.max_video_bytes,
                                 lambda b: video_mime(b) is not None)
-        return prepare_video(data, self.policy.max_video_bytes)
+        # base64 of tens of MB: off the event loop, like images
+        return await asyncio.to_thread(prepare_video, data, self.policy.max_video_bytes)
 
     # --- request-wide limits ----------------------------------------------------------------
     def check_count(self, count: int) -> None:
@@ -95,6 +96,6 @@ class MediaNormalizer:
             return data
         if self.policy.local_dir is not None:
             return read_local(ref, self.policy.local_dir, max_bytes)
-        if path_like:
+        if path_like or error is None:
             raise refused()
         raise error

@@ -1,4 +1,8 @@
-"""Typed dependencies shared by the routers."""
+"""Small typed dependencies: each route asks for what it uses, nothing more.
+
+They are `async def` so FastAPI calls them on the event loop (a plain `def` would cost a
+trip through the threadpool per dependency per request).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,46 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ..app_state import Services
-from ..observability import Observation
+from ..app_state import AppState
+from ..catalog import ModelCatalog
+from ..engine_requests import RequestBuilder
+from ..gpu import GpuMonitor
+from ..inference import CallContext, Inference
+from ..observability import Metrics
+from .streaming import call_context
 
 
-def get_services(request: Request) -> Services:
-    return request.app.state.services
+def _state(request: Request) -> AppState:
+    return request.app.state.vlserve
 
 
-def get_observation(request: Request) -> Observation:
-    """What the request's log line and metrics will say (set up by the Observe middleware)."""
-    state = request.scope.setdefault("state", {})
-    return state.setdefault("observation", Observation("-"))
+async def get_inference(request: Request) -> Inference:
+    return _state(request).inference
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
-ObservationDep = Annotated[Observation, Depends(get_observation)]
+async def get_requests(request: Request) -> RequestBuilder:
+    return _state(request).requests
+
+
+async def get_catalog(request: Request) -> ModelCatalog:
+    return _state(request).catalog
+
+
+async def get_gpu(request: Request) -> GpuMonitor:
+    return _state(request).gpu
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return _state(request).metrics
+
+
+async def get_call(request: Request) -> CallContext:
+    return call_context(request)
+
+
+InferenceDep = Annotated[Inference, Depends(get_inference)]
+RequestsDep = Annotated[RequestBuilder, Depends(get_requests)]
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+GpuDep = Annotated[GpuMonitor, Depends(get_gpu)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+CallDep = Annotated[CallContext, Depends(get_call)]

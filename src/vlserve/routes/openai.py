@@ -4,37 +4,28 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from ..chat_input import build_chat_request
 from ..schemas import ChatCompletionRequest
-from .deps import ObservationDep, ServicesDep
-from .streaming import (ClientGone, admitted, admitted_stream, cancel_on_disconnect, client_gone_response,
-                        report_stream_usage, sse_response)
+from .deps import CallDep, CatalogDep, InferenceDep, RequestsDep
+from .streaming import EngineStreamResponse
 
 router = APIRouter(tags=["OpenAI-compatible"])
 
 
 @router.get("/v1/models")
-async def list_models(services: ServicesDep) -> dict:
+async def list_models(catalog: CatalogDep) -> dict:
     created = int(time.time())
     return {"object": "list", "data": [
         {"id": model, "object": "model", "created": created, "owned_by": "vlserve"}
-        for model in services.catalog.advertised()]}
+        for model in catalog.advertised()]}
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, request: Request, services: ServicesDep,
-                           obs: ObservationDep) -> Response:
-    obs.model = engine_model = services.catalog.resolve(body.model)
-    payload = await build_chat_request(body, engine_model, services.settings, services.media)
-    if body.stream:
-        stream = await admitted_stream(services, lambda: services.engine.open_stream(payload))
-        return sse_response(report_stream_usage(stream, obs), services)
-    try:
-        result = await cancel_on_disconnect(request, admitted(services, services.engine.chat(payload)))
-        obs.add_usage(result.get("usage"))
-        return JSONResponse(result)
-    except ClientGone:
-        return client_gone_response()
+async def chat_completions(body: ChatCompletionRequest, requests: RequestsDep, inference: InferenceDep,
+                           call: CallDep) -> Response:
+    request = await requests.from_chat(body)
+    if request.stream:
+        return EngineStreamResponse(await inference.stream(request, call))
+    return JSONResponse(await inference.complete(request, call))

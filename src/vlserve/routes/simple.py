@@ -9,30 +9,31 @@ import asyncio
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 
 from .. import oneshot
 from ..analysis import TaskInput
-from ..chat_input import sampling_dict
+from ..engine_requests import sampling_dict
 from ..errors import ErrorKind, ServiceError
 from ..media import MediaNormalizer, NormalizedImage
 from ..schemas import AnalyzeRequest, AnalyzeResponse, AnalyzeTask, InferRequest, InferResponse, SamplingFields
-from .deps import ObservationDep, ServicesDep, get_observation
-from .streaming import (ClientGone, admitted, admitted_stream, cancel_on_disconnect, client_gone_response,
-                        report_stream_usage, sse_response)
+from .deps import CallDep, InferenceDep, RequestsDep
+from .streaming import EngineStreamResponse
 
 router = APIRouter(tags=["Simple"])
 
 
-def sampling_form(
+async def sampling_form(
     max_tokens: Annotated[int | None, Form(ge=1)] = None,
     temperature: Annotated[float | None, Form(ge=0, le=2)] = None,
     top_p: Annotated[float | None, Form(gt=0, le=1)] = None,
     top_k: Annotated[int | None, Form(ge=0)] = None,
     seed: Annotated[int | None, Form()] = None,
+    ignore_eos: Annotated[bool | None, Form()] = None,
 ) -> SamplingFields:
-    return SamplingFields(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    return SamplingFields(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                          ignore_eos=ignore_eos)
 
 
 SamplingFormDep = Annotated[SamplingFields, Depends(sampling_form)]
@@ -46,46 +47,33 @@ async def read_upload(upload: UploadFile, media: MediaNormalizer) -> NormalizedI
     return await media.image_from_bytes(data)
 
 
-async def _infer(request: Request, services, *, stream: bool, **kwargs) -> Response | InferResponse:
-    obs = get_observation(request)
+async def _infer(requests, inference, call, *, stream: bool, image: NormalizedImage | None,
+                 **fields) -> Response | InferResponse:
+    request = requests.simple(images=[image] if image else [], **fields)
     if stream:
-        opened = await admitted_stream(services, lambda: oneshot.infer_stream(services, **kwargs))
-        return sse_response(report_stream_usage(opened, obs), services)
-    try:
-        result = await cancel_on_disconnect(request, admitted(services, oneshot.infer(services, **kwargs)))
-    except ClientGone:
-        return client_gone_response()
-    obs.model = result.model
-    obs.add_usage(result.usage.model_dump())
-    return result
-
-
-async def _analyze(services, obs, **kwargs) -> AnalyzeResponse:
-    result = await admitted(services, oneshot.analyze(services, **kwargs))
-    obs.model = result.model
-    obs.add_usage(result.usage.model_dump())
-    return result
+        return EngineStreamResponse(await oneshot.infer_stream(inference, request, call))
+    return await oneshot.infer(inference, request, call)
 
 
 @router.post("/infer", response_model=InferResponse,
              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream=true"}})
-async def infer(body: InferRequest, request: Request, services: ServicesDep):
-    image = await services.media.image(body.image) if body.image else None
-    return await _infer(request, services, stream=body.stream, prompt=body.prompt, image=image,
+async def infer(body: InferRequest, requests: RequestsDep, inference: InferenceDep, call: CallDep):
+    image = await requests.media.image(body.image) if body.image else None
+    return await _infer(requests, inference, call, stream=body.stream, prompt=body.prompt, image=image,
                         system_prompt=body.system_prompt, model=body.model, sampling=sampling_dict(body))
 
 
 @router.post("/infer/upload", response_model=InferResponse)
 async def infer_upload(
-    request: Request, services: ServicesDep, sampling: SamplingFormDep,
+    requests: RequestsDep, inference: InferenceDep, call: CallDep, sampling: SamplingFormDep,
     prompt: Annotated[str, Form(min_length=1)],
     image: Annotated[UploadFile | None, File(description="An image file")] = None,
     system_prompt: Annotated[str | None, Form()] = None,
     model: Annotated[str | None, Form()] = None,
     stream: Annotated[bool, Form()] = False,
 ):
-    normalized = await read_upload(image, services.media) if image is not None else None
-    return await _infer(request, services, stream=stream, prompt=prompt, image=normalized,
+    normalized = await read_upload(image, requests.media) if image is not None else None
+    return await _infer(requests, inference, call, stream=stream, prompt=prompt, image=normalized,
                         system_prompt=system_prompt, model=model, sampling=sampling_dict(sampling))
 
 
@@ -95,22 +83,23 @@ def _task_input(task: str, image_count: int, *, question, language, objects, box
 
 
 @router.post("/analyze", response_model=AnalyzeResponse)
-async def analyze(body: AnalyzeRequest, services: ServicesDep, obs: ObservationDep) -> AnalyzeResponse:
+async def analyze(body: AnalyzeRequest, requests: RequestsDep, inference: InferenceDep,
+                  call: CallDep) -> AnalyzeResponse:
     refs = ([body.image] if body.image else []) + (body.images or [])
     if not refs:
         raise ServiceError(ErrorKind.BAD_REQUEST, "Send the image as `image` (or several as `images`).",
                            param="image")
-    services.media.check_count(len(refs))
-    images = list(await asyncio.gather(*(services.media.image(ref) for ref in refs)))
+    requests.media.check_count(len(refs))
+    images = list(await asyncio.gather(*(requests.media.image(ref) for ref in refs)))
     spec = _task_input(body.task, len(images), question=body.question, language=body.language,
                        objects=body.objects, boxes=body.boxes, format=body.format, prompt=body.prompt)
-    return await _analyze(services, obs, spec=spec, images=images, model=body.model,
-                          sampling=sampling_dict(body), schema=body.json_schema)
+    return await oneshot.analyze(inference, requests, call, spec=spec, images=images, model=body.model,
+                                 sampling=sampling_dict(body), schema=body.json_schema)
 
 
 @router.post("/analyze/upload", response_model=AnalyzeResponse)
 async def analyze_upload(
-    services: ServicesDep, obs: ObservationDep, sampling: SamplingFormDep,
+    requests: RequestsDep, inference: InferenceDep, call: CallDep, sampling: SamplingFormDep,
     task: Annotated[AnalyzeTask, Form()],
     image: Annotated[list[UploadFile], File(description="The image (repeat the field for task=compare)")],
     question: Annotated[str | None, Form()] = None,
@@ -122,13 +111,13 @@ async def analyze_upload(
     language: Annotated[str | None, Form()] = None,
     model: Annotated[str | None, Form()] = None,
 ) -> AnalyzeResponse:
-    services.media.check_count(len(image))
-    images = list(await asyncio.gather(*(read_upload(upload, services.media) for upload in image)))
+    requests.media.check_count(len(image))
+    images = list(await asyncio.gather(*(read_upload(upload, requests.media) for upload in image)))
     names = [o.strip() for o in (objects or "").split(",") if o.strip()]
     spec = _task_input(task, len(images), question=question, language=language, objects=names, boxes=boxes,
                        format=format, prompt=prompt)
-    return await _analyze(services, obs, spec=spec, images=images, model=model,
-                          sampling=sampling_dict(sampling), schema=_parse_schema(json_schema))
+    return await oneshot.analyze(inference, requests, call, spec=spec, images=images, model=model,
+                                 sampling=sampling_dict(sampling), schema=_parse_schema(json_schema))
 
 
 def _parse_schema(text: str | None) -> Any:

@@ -1,83 +1,68 @@
-"""Response helpers shared by routers: SSE responses and cancel-on-disconnect."""
+"""HTTP around an engine call: the SSE response of a stream, and noticing a client that left."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
-from fastapi import Request, Response
+from fastapi import Request
 from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
+from starlette.types import Receive, Scope, Send
 
 from ..engines.base import EngineStream
-
-T = TypeVar("T")
+from ..inference import CallContext
+from ..observation import Observation
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-CLIENT_CLOSED_REQUEST = 499  # nginx's convention; the client never sees it
 
 
-def sse_response(stream: EngineStream, services) -> StreamingResponse:
-    # The background task runs when the response ends for any reason, client gone included.
-    return StreamingResponse(services.streams.relay(stream), media_type="text/event-stream", headers=SSE_HEADERS,
-                             background=BackgroundTask(stream.aclose))
+class EngineStreamResponse(StreamingResponse):
+    """SSE of an engine stream, closed in this response's own `finally`.
+
+    Whatever ends the response (the last chunk, a client that left before the first or
+    in the middle, an error in the relay), the stream is closed, which gives back its
+    admission place and replica slot and cancels the generation. (Starlette's own
+    response would leave that to a background task, which a disconnect skips under ASGI
+    spec 2.4, and there it only notices a client that left when a chunk fails to send,
+    so a stream waiting on a silent engine would hold its place.) Here the disconnect is
+    listened for under every spec version, while the chunks are sent.
+    """
+
+    def __init__(self, stream: EngineStream) -> None:
+        super().__init__(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+        self.engine_stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sending = asyncio.ensure_future(self.stream_response(send))
+        listening = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait({sending, listening}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sending, listening):
+                task.cancel()
+            await asyncio.gather(sending, listening, return_exceptions=True)
+            await self.engine_stream.aclose()
+        if not sending.cancelled() and sending.exception() is not None:
+            if not isinstance(sending.exception(), OSError):  # OSError: the client left (ASGI 2.4)
+                raise sending.exception()  # type: ignore[misc]
 
 
-async def admitted(services, work: Awaitable[T]) -> T:
-    """Run engine work inside an admission place (429 when there is none to be had)."""
-    try:
-        release = await services.admission.acquire()
-    except BaseException:
-        if inspect.iscoroutine(work):
-            work.close()  # refused before it started: no "never awaited" warning
-        raise
-    try:
-        return await work
-    finally:
-        release()
+def client_gone(request: Request) -> Callable[[], Awaitable[None]]:
+    """An awaitable factory that returns once the client has disconnected.
 
+    Only used while no response is being sent (the body has been read by then), so
+    nothing else is reading `receive`.
+    """
 
-async def admitted_stream(services, open_stream: Callable[[], Awaitable[EngineStream]]) -> EngineStream:
-    """Open a stream inside an admission place, held until the stream is closed."""
-    release = await services.admission.acquire()
-    try:
-        stream = await open_stream()
-    except BaseException:
-        release()
-        raise
-    stream.add_close_callback(release)
-    return stream
-
-
-def report_stream_usage(stream: EngineStream, obs) -> EngineStream:
-    stream.add_close_callback(lambda: obs.add_usage(stream.usage))
-    return stream
-
-
-class ClientGone(Exception):
-    pass
-
-
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it if the client disconnects first (the body is read by now)."""
-    task = asyncio.ensure_future(work)
-
-    async def wait_for_disconnect() -> None:
+    async def wait() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    watcher = asyncio.ensure_future(wait_for_disconnect())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise ClientGone()
-    return task.result()
+    return wait
 
 
-def client_gone_response() -> Response:
-    return Response(status_code=CLIENT_CLOSED_REQUEST)
+def call_context(request: Request) -> CallContext:
+    """The request's observation (set up by the Observe middleware) and its disconnect."""
+    state = request.scope.setdefault("state", {})
+    obs = state.setdefault("observation", Observation("-"))
+    return CallContext(obs, client_gone(request))
