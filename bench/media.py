@@ -27,7 +27,6 @@ from vlserve.media import MediaNormalizer, MediaPolicy, smart_resize
 
 def photo(size=(4000, 3000)) -> bytes:
     """Smooth gradients plus sensor-like noise: compresses like a phone photo."""
-    w, h = size
     base = Image.merge("RGB", [Image.linear_gradient("L").resize(size),
                                Image.radial_gradient("L").resize(size),
                                Image.linear_gradient("L").rotate(90).resize(size)])
