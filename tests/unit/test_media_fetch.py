@@ -40,6 +40,9 @@ async def site():
     async def redirect(request):
         raise web.HTTPFound(request.query["to"])
 
+    async def raw_redirect(request):  # a Location header exactly as a broken server writes it
+        return web.Response(status=302, headers={"Location": request.query["to"]})
+
     async def html(_):
         return web.Response(text="<html>hello</html>", content_type="text/html")
 
@@ -59,7 +62,7 @@ async def site():
         return response
 
     app = web.Application()
-    app.add_routes([web.get("/image.png", image), web.get("/redirect", redirect), web.get("/page", html),
+    app.add_routes([web.get("/image.png", image), web.get("/redirect", redirect), web.get("/raw-redirect", raw_redirect), web.get("/page", html),
                     web.get("/endless", endless), web.get("/drip", drip)])
     async with serve_app(app) as (_, url):
         yield int(url.rsplit(":", 1)[1])
@@ -115,6 +118,15 @@ async def test_redirects_are_followed_up_to_the_limit(site):
     assert (await fetch(hop, **ALLOW_LOOPBACK)).width == 32
     error = await refusal(hop, MEDIA_MAX_REDIRECTS=0, **ALLOW_LOOPBACK)
     assert error.kind is ErrorKind.IMAGE_FETCH_REFUSED and "MEDIA_MAX_REDIRECTS" in error.message
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "http://example.com:99999/x.png", "http://a\\b@c/x.png",
+                                      "http://exa mple.com/", "http://[fe80::1%25eth0/", "//:0/x"])
+async def test_a_malformed_redirect_is_the_urls_failure_not_a_500(site, location):
+    from urllib.parse import quote
+    hop = f"http://127.0.0.1:{site}/raw-redirect?to={quote(location)}"
+    error = await refusal(hop, **ALLOW_LOOPBACK)
+    assert error.status == 400 and error.kind in (ErrorKind.IMAGE_FETCH_FAILED, ErrorKind.IMAGE_FETCH_REFUSED)
 
 
 async def test_a_redirect_to_another_scheme_is_refused(site):

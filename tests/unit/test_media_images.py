@@ -146,3 +146,15 @@ def test_per_request_hints_within_operator_bounds(hints, max_pixels):
     assert image.sent_width * image.sent_height <= max_pixels
     budget = PixelBudget(32, 65_536 if max_pixels >= 65_536 else max_pixels, max_pixels)
     assert (image.sent_height, image.sent_width) == smart_resize(1500, 2000, budget)
+
+
+@pytest.mark.parametrize("size", [(20000, 100), (19000, 100), (100, 20000), (12000, 61), (30000, 151)])
+def test_long_thin_images_are_resized_to_a_shape_the_processor_accepts(processor, size):
+    """Inside the accepted 200:1, rounding the short side down used to give 253:1 (a 500)."""
+    from PIL import Image as PILImage
+
+    image = from_bytes(encode(PILImage.new("RGB", size, (120, 40, 200)), "PNG"))
+    sent = (image.sent_width, image.sent_height)
+    assert max(sent) / min(sent) <= 200
+    decoded = PILImage.open(io.BytesIO(base64.b64decode(image.data_url.split(",", 1)[1])))
+    processor.image_processor(images=[decoded], return_tensors="pt")  # the processor takes it

@@ -9,11 +9,12 @@ or HTTP frameworks; its failures are ServiceErrors.
 from .encoding import decode_base64, parse_data_url
 from .fetch import GuardedResolver, make_fetch_session
 from .images import NormalizedImage, smart_resize
+from .memory import tune_allocator
 from .normalizer import MediaNormalizer
 from .policy import ImageHints, MediaPolicy, PixelBudget
 from .video import NormalizedVideo
 
 __all__ = [
     "GuardedResolver", "ImageHints", "MediaNormalizer", "MediaPolicy", "NormalizedImage", "NormalizedVideo",
-    "PixelBudget", "decode_base64", "make_fetch_session", "parse_data_url", "smart_resize",
+    "PixelBudget", "decode_base64", "make_fetch_session", "parse_data_url", "smart_resize", "tune_allocator",
 ]

@@ -1,10 +1,14 @@
 """Fetching media from http(s) URLs without becoming a way into the operator's network.
 
-- Every address a host name resolves to is checked by `GuardedResolver`, which hands the
-  connector only the addresses the policy allows: the address checked is the address
-  connected to (no DNS-rebinding gap between a check and the connect).
-- Literal IP hosts, domain allow/deny lists and the scheme are checked on every hop;
-  redirects are followed by hand, up to a limit.
+- The URL is parsed by the same parser the HTTP client uses (yarl), so the host checked
+  is the host connected to: an IP written with Unicode dots or fullwidth digits is
+  checked as the IP literal it becomes, not as a "name".
+- Every address is checked twice: `GuardedResolver` hands the connector only the
+  addresses the policy allows (no DNS-rebinding gap between a check and the connect),
+  and the connector's socket factory checks the address of every socket it is about to
+  connect, whatever form the URL took (IP literals never reach a resolver).
+- Domain allow/deny lists and the scheme are checked on every hop; redirects are
+  followed by hand, up to a limit; a malformed `Location` is the URL's failure, not ours.
 - One deadline covers the whole fetch; the byte cap is enforced while the body streams in.
 """
 
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -31,16 +35,24 @@ def _private_refusal() -> ServiceError:
                         "network address, which this server does not fetch from.")
 
 
+class RefusedAddress(OSError):
+    """Raised by the socket factory instead of connecting to an address the policy refuses."""
+
+
 class GuardedResolver(aiohttp.abc.AbstractResolver):
     """Drops the addresses the policy refuses, so they are never connected to."""
 
     def __init__(self, policy: MediaPolicy, inner: aiohttp.abc.AbstractResolver | None = None) -> None:
         self._policy = policy
         self._inner = inner or aiohttp.ThreadedResolver()
+        # Addresses that host names the operator allowed (MEDIA_ALLOW_PRIVATE_HOSTS) resolved
+        # to: the socket check lets these through, and only these, among private ones.
+        self.trusted: set[str] = set()
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list:
         infos = await self._inner.resolve(host, port, family)
         if host.lower() in self._policy.allow_private_hostnames:
+            self.trusted.update(str(info["host"]) for info in infos)
             return infos
         allowed = [info for info in infos if self._policy.address_allowed(info["host"])]
         if not allowed:
@@ -51,9 +63,24 @@ class GuardedResolver(aiohttp.abc.AbstractResolver):
         await self._inner.close()
 
 
+def guarded_socket_factory(policy: MediaPolicy, resolver: GuardedResolver):
+    """The last check before any connect: the socket's own destination address."""
+
+    def make_socket(addr_info: Any) -> socket.socket:
+        family, type_, proto, _, sockaddr = addr_info
+        address = str(sockaddr[0])
+        if not (policy.address_allowed(address) or address in resolver.trusted):
+            raise RefusedAddress(f"refused to connect to {address}")
+        return socket.socket(family, type_, proto)
+
+    return make_socket
+
+
 def make_fetch_session(policy: MediaPolicy, resolver: aiohttp.abc.AbstractResolver | None = None
                        ) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy, resolver), limit=64, use_dns_cache=False)
+    guarded = GuardedResolver(policy, resolver)
+    connector = aiohttp.TCPConnector(resolver=guarded, limit=64, use_dns_cache=False,
+                                     socket_factory=guarded_socket_factory(policy, guarded))
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=policy.fetch_timeout_s,
                                     sock_read=policy.fetch_timeout_s)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False,
@@ -71,15 +98,20 @@ async def fetch(session: aiohttp.ClientSession, url: str, policy: MediaPolicy, k
     except aiohttp.ClientError as exc:
         if isinstance(exc.__cause__, ServiceError):
             raise exc.__cause__ from None
+        if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, RefusedAddress):
+            raise _private_refusal() from None
         raise ServiceError(ErrorKind.IMAGE_FETCH_FAILED, f"Could not fetch the URL ({type(exc).__name__}).") from None
+    except (ValueError, UnicodeError):  # yarl or aiohttp refusing the URL's own spelling
+        raise ServiceError(ErrorKind.IMAGE_FETCH_FAILED, "The URL (or a redirect's Location) is malformed.") from None
 
 
 async def _follow(session: aiohttp.ClientSession, url: str, policy: MediaPolicy, kind: str, max_bytes: int) -> bytes:
+    target = parse_url(url)
     for _hop in range(policy.max_redirects + 1):
-        check_url(url, policy)
-        async with session.get(url, allow_redirects=False) as resp:
+        check_url(target, policy)
+        async with session.get(target, allow_redirects=False) as resp:
             if resp.status in _REDIRECTS and "Location" in resp.headers:
-                url = str(resp.url.join(URL(resp.headers["Location"])))
+                target = resp.url.join(parse_url(resp.headers["Location"]))
                 continue
             if resp.status != 200:
                 raise ServiceError(ErrorKind.IMAGE_FETCH_FAILED, f"The URL answered HTTP {resp.status}.")
@@ -91,11 +123,22 @@ async def _follow(session: aiohttp.ClientSession, url: str, policy: MediaPolicy,
                        f"The URL redirected more than {policy.max_redirects} times (MEDIA_MAX_REDIRECTS).")
 
 
-def check_url(url: str, policy: MediaPolicy) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+def parse_url(text: str) -> URL:
+    """The URL as the HTTP client will see it; a malformed one is the client's 400."""
+    try:
+        url = URL(text)
+        _ = url.host, url.port  # a bad host or a port out of range raises here, not mid-connect
+    except (ValueError, UnicodeError, TypeError):
+        raise ServiceError(ErrorKind.IMAGE_FETCH_FAILED, "The URL (or a redirect's Location) is malformed.") from None
+    return url
+
+
+def check_url(url: URL, policy: MediaPolicy) -> None:
+    if url.scheme not in ("http", "https") or not url.host:
         raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, "Only http(s) URLs are fetched.")
-    host = parts.hostname
+    if url.raw_user or url.raw_password:
+        raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, "URLs with a user name or password are not fetched.")
+    host = url.host
     policy.check_domain(host)
     try:
         ipaddress.ip_address(host.split("%", 1)[0])

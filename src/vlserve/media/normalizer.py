@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 
 from ..errors import ErrorKind, ServiceError
 from .encoding import decode_base64, parse_data_url, too_large
 from .fetch import fetch
-from .images import NormalizedImage, looks_like_image, prepare_image
+from .images import DecodeMemory, NormalizedImage, looks_like_image, prepare_image, probe_image
 from .local_files import read_local, refused
 from .policy import ImageHints, MediaPolicy
 from .video import NormalizedVideo, prepare_video, video_mime
@@ -28,17 +30,53 @@ class MediaNormalizer:
         self.policy = policy
         self._session = session
         self._on_image = on_image  # e.g. metrics of bytes in and out
+        # Image work runs on its own threads (one per core), so images are prepared in
+        # parallel and a job waiting for decode memory never blocks other thread work.
+        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="vlserve-media")
+        self.memory = DecodeMemory(policy.decode_memory_bytes)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _in_pool(self, fn: Callable, *args: object):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     # --- images ---------------------------------------------------------------------------
     async def image(self, ref: str, hints: ImageHints = ImageHints()) -> NormalizedImage:
-        data = await self._load(ref.strip(), "image", self.policy.max_image_bytes, looks_like_image)
-        return await self.image_from_bytes(data, hints)
+        return (await self.images([ref], [hints]))[0]
 
     async def image_from_bytes(self, data: bytes, hints: ImageHints = ImageHints()) -> NormalizedImage:
-        image = await asyncio.to_thread(prepare_image, data, self.policy, self.policy.budget_for(hints))
+        image = await self._in_pool(prepare_image, data, self.policy, self.policy.budget_for(hints), self.memory)
         if self._on_image is not None:
             self._on_image(image)
         return image
+
+    async def images(self, sources: Sequence[str | bytes], hints: Sequence[ImageHints] | None = None,
+                     max_visual_tokens: int | None = None) -> list[NormalizedImage]:
+        """Several images (references or uploaded bytes), in parallel.
+
+        When all of them together would need more visual tokens than `max_visual_tokens`
+        (the context), the request is refused from their headers, before any is decoded.
+        """
+        hints = list(hints or [ImageHints()] * len(sources))
+        datas = await asyncio.gather(*(self._load_image(source) for source in sources))
+        if max_visual_tokens is not None:
+            probes = await asyncio.gather(*(
+                self._in_pool(probe_image, data, self.policy, self.policy.budget_for(hint))
+                for data, hint in zip(datas, hints, strict=True)))
+            needed = sum(probe.visual_tokens for probe in probes if probe is not None)
+            if needed >= max_visual_tokens:
+                raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The request's {len(sources)} image(s) need about "
+                                   f"{needed:,} visual tokens; the model's context is {max_visual_tokens:,} "
+                                   "tokens (MAX_MODEL_LEN). Send fewer or smaller images, or detail=low.",
+                                   param="messages")
+        return list(await asyncio.gather(*(self.image_from_bytes(data, hint)
+                                           for data, hint in zip(datas, hints, strict=True))))
+
+    async def _load_image(self, source: str | bytes) -> bytes:
+        if isinstance(source, bytes):
+            return source
+        return await self._load(source.strip(), "image", self.policy.max_image_bytes, looks_like_image)
 
     # --- video ----------------------------------------------------------------------------
     async def video(self, ref: str) -> NormalizedVideo:

@@ -10,6 +10,36 @@ from ..config import Settings
 from ..errors import ErrorKind, ServiceError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# IPv6 ranges that carry an IPv4 address inside them: judged by the address they carry.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")       # RFC 6052: the last 32 bits
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")    # deprecated ::a.b.c.d
+# Never fetched from: local-use NAT64 (RFC 8215), Teredo (its addresses can embed any
+# IPv4 host behind a relay), and the deprecated site-local range, which Python calls global.
+_REFUSED_V6 = tuple(ipaddress.ip_network(n) for n in ("64:ff9b:1::/48", "2001::/32", "fec0::/10"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, compatible, NAT64, 6to4), if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # :: and ::1 are not IPv4
+        return ipaddress.IPv4Address(ip.packed[12:])
+    return None
+
+
+def is_public(ip: Address) -> bool:
+    """A public unicast address, whatever form it is written in."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _REFUSED_V6):
+            return False
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            return is_public(inner)
+    return ip.is_global and not ip.is_multicast
 
 # A per-request `detail: "low"` asks for at most this many visual tokens.
 LOW_DETAIL_TOKENS = 256
@@ -45,6 +75,7 @@ class MediaPolicy:
     max_redirects: int
     budget: PixelBudget
     downscale: bool = True
+    decode_memory_bytes: int = 512 * 1024 * 1024
     local_dir: Path | None = None
     allow_private_networks: tuple[Network, ...] = ()
     allow_private_hostnames: frozenset[str] = field(default_factory=frozenset)
@@ -67,6 +98,7 @@ class MediaPolicy:
             budget=PixelBudget(settings.media_image_factor, settings.media_image_min_pixels,
                                settings.media_image_max_pixels),
             downscale=settings.media_downscale, local_dir=settings.allowed_local_media_path,
+            decode_memory_bytes=settings.media_decode_memory_bytes,
             allow_private_networks=tuple(networks), allow_private_hostnames=frozenset(hostnames),
             allowed_domains=tuple(d.lower().lstrip(".") for d in settings.media_allowed_domains),
             denied_domains=tuple(d.lower().lstrip(".") for d in settings.media_denied_domains),
@@ -76,11 +108,12 @@ class MediaPolicy:
     def address_allowed(self, address: str) -> bool:
         """Public unicast addresses only, unless the operator allowed a private range."""
         ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in self.allow_private_networks):
+        candidates = [ip]
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            candidates.append(ip.ipv4_mapped)  # the same host, written the IPv6 way
+        if any(c in net for c in candidates for net in self.allow_private_networks):
             return True
-        return ip.is_global and not ip.is_multicast
+        return is_public(ip)
 
     def check_domain(self, host: str) -> None:
         """Operator's allow/deny lists; a domain matches itself and its subdomains."""
