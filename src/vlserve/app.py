@@ -18,7 +18,7 @@ from .engines.base import Engine
 from .gpu import GpuMonitor
 from .inference import Inference
 from .limits import BodySizeLimit
-from .media import MediaNormalizer, MediaPolicy, make_fetch_session
+from .media import MediaNormalizer, MediaPolicy, make_fetch_session, tune_allocator
 from .observability import Metrics, Observe
 from .routes import openai, ops, simple
 from .routes.errors import install_error_handlers
@@ -43,6 +43,8 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
         monitor = gpu or GpuMonitor()
         policy = MediaPolicy.from_settings(settings)
         fetch_session = make_fetch_session(policy) if settings.media_allow_remote else None
+        media: MediaNormalizer | None = None
+        tune_allocator()
         try:
             monitor.start()
             await the_engine.start()
@@ -59,9 +61,13 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
             await the_engine.close()
             if fetch_session is not None:
                 await fetch_session.close()
+            if media is not None:
+                media.close()
             monitor.close()
 
-    app = FastAPI(title="vlserve", version="0.1.0", lifespan=lifespan,
+    # redirect_slashes=False: `/v1/models/` is a 404 envelope, never a redirect built from
+    # the client's own Host header.
+    app = FastAPI(title="vlserve", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
                   description="OpenAI-compatible serving for Qwen3-VL and other vision-language models.")
     install_error_handlers(app)
     app.include_router(openai.router)

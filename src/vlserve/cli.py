@@ -66,8 +66,7 @@ def serve(
 
     settings = _server_settings(HOST=host, PORT=port, MODEL_PATH=model)
     typer.echo(_startup_banner(settings), err=True)
-    serving.run(serving.serve(create_app(settings), settings.host, settings.port, settings.log_level,
-                              settings.drain_timeout_s))
+    serving.run(serving.serve(create_app(settings), settings))
 
 
 @app.command()

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, alias="PORT")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
     max_request_bytes: int = Field(64 * MiB, ge=1024, alias="MAX_REQUEST_BYTES")
+    http_max_header_bytes: int = Field(64 * 1024, ge=1024, alias="HTTP_MAX_HEADER_BYTES")
+    http_header_timeout_s: float = Field(10.0, gt=0, alias="HTTP_HEADER_TIMEOUT_S")
+    http_body_timeout_s: float = Field(60.0, gt=0, alias="HTTP_BODY_TIMEOUT_S")
+    http_idle_timeout_s: float = Field(5.0, gt=0, alias="HTTP_IDLE_TIMEOUT_S")
+    http_max_connections: int = Field(1024, ge=16, alias="HTTP_MAX_CONNECTIONS")
 
     # --- access and admission ---------------------------------------------------------
     api_keys: CommaList = Field(default_factory=list, alias="API_KEYS", repr=False)
@@ -89,6 +94,7 @@ class Settings(BaseSettings):
     media_max_total_bytes: int = Field(48 * MiB, ge=1024, alias="MEDIA_MAX_TOTAL_BYTES")
     media_max_images: int = Field(8, ge=1, alias="MEDIA_MAX_IMAGES")
     media_max_pixels: int = Field(80_000_000, ge=1024, alias="MEDIA_MAX_PIXELS")
+    media_decode_memory_bytes: int = Field(512 * MiB, ge=16 * MiB, alias="MEDIA_DECODE_MEMORY_BYTES")
     media_allow_remote: bool = Field(True, alias="MEDIA_ALLOW_REMOTE")
     media_fetch_timeout_s: float = Field(10.0, gt=0, alias="MEDIA_FETCH_TIMEOUT_S")
     media_max_redirects: int = Field(3, ge=0, alias="MEDIA_MAX_REDIRECTS")

@@ -45,6 +45,12 @@ class RequestBuilder:
         budgets = await self._normalize_media(request["messages"])
         return EngineRequest(self._with_defaults(request), image_pixels=pixel_bounds(budgets))
 
+    async def images(self, sources: list[str | bytes]) -> list[NormalizedImage]:
+        """The images of /infer and /analyze (references or uploaded bytes), refused
+        from their headers when together they cannot fit the context."""
+        self.media.check_count(len(sources))
+        return await self.media.images(sources, max_visual_tokens=self._settings.max_model_len)
+
     def simple(self, *, prompt: str, images: list[NormalizedImage], system_prompt: str | None,
                model: str | None, sampling: dict[str, Any]) -> EngineRequest:
         """The chat request behind /infer and /analyze: [system], user(images..., text)."""
@@ -78,6 +84,7 @@ class RequestBuilder:
         Returns the pixel budget each image was prepared for.
         """
         media = self.media
+        _check_media_roles(messages)
         parts = [part for message in messages if isinstance(message.get("content"), list)
                  for part in message["content"] if part.get("type") in _MEDIA_TYPES]
         for part in parts:
@@ -85,15 +92,33 @@ class RequestBuilder:
                 raise ServiceError(ErrorKind.BAD_REQUEST, f"A {part['type']} part has no url.", param="messages")
         media.check_count(len(parts))
         media.check_total([media.estimated_size(part[part["type"]]["url"]) for part in parts])
-        results: list[NormalizedImage | NormalizedVideo] = await asyncio.gather(*(
-            media.image(part["image_url"]["url"], _hints(part["image_url"])) if part["type"] == "image_url"
-            else media.video(part["video_url"]["url"]) for part in parts))
+        image_parts = [part for part in parts if part["type"] == "image_url"]
+        video_parts = [part for part in parts if part["type"] == "video_url"]
+        images, videos = await asyncio.gather(
+            media.images([part["image_url"]["url"] for part in image_parts],
+                         [_hints(part["image_url"]) for part in image_parts], self._settings.max_model_len),
+            asyncio.gather(*(media.video(part["video_url"]["url"]) for part in video_parts)))
+        found: list[NormalizedImage | NormalizedVideo] = [*images, *videos]
+        done = {id(part): result for part, result in zip([*image_parts, *video_parts], found, strict=True)}
+        results = [done[id(part)] for part in parts]
         media.check_total([result.nbytes for result in results])
         for part, result in zip(parts, results, strict=True):
             # Engines get the data URL only; the pixel hints have been applied here.
             kept = {"detail": part[part["type"]]["detail"]} if part[part["type"]].get("detail") else {}
             part[part["type"]] = {"url": result.data_url, **kept}
         return [result.budget for result in results if isinstance(result, NormalizedImage)]
+
+
+def _check_media_roles(messages: list[dict[str, Any]]) -> None:
+    """Images and video go in user messages: the model's chat template has no place for
+    them anywhere else (an image in a system message would never reach the model)."""
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if message.get("role") != "user" and isinstance(content, list) and \
+                any(part.get("type") in _MEDIA_TYPES for part in content):
+            raise ServiceError(ErrorKind.BAD_REQUEST, f"messages[{index}] is a {message.get('role')} message with "
+                               "an image or video; images and video may only be sent in user messages.",
+                               param=f"messages.{index}.content")
 
 
 def _hints(image_url: dict[str, Any]) -> ImageHints:

@@ -26,13 +26,16 @@ class ErrorKind(Enum):
     MODEL_NOT_FOUND = (404, "invalid_request_error", "model_not_found")
     ROUTE_NOT_FOUND = (404, "invalid_request_error", "not_found")
     METHOD_NOT_ALLOWED = (405, "invalid_request_error", "method_not_allowed")
+    REQUEST_TIMEOUT = (408, "invalid_request_error", "request_timeout")
     TOO_LARGE = (413, "invalid_request_error", "payload_too_large")
     UNSUPPORTED_MEDIA = (415, "invalid_request_error", "unsupported_media_type")
+    HEADERS_TOO_LARGE = (431, "invalid_request_error", "request_header_fields_too_large")
     VALIDATION = (422, "invalid_request_error", "validation_error")
     OVERLOADED = (429, "rate_limit_error", "overloaded")
     INTERNAL = (500, "server_error", "internal_error")
     UPSTREAM_ERROR = (502, "upstream_error", "bad_gateway")
     ENGINE_UNAVAILABLE = (503, "service_unavailable", "engine_unavailable")
+    TOO_MANY_CONNECTIONS = (503, "service_unavailable", "too_many_connections")
     UPSTREAM_TIMEOUT = (504, "timeout_error", "upstream_timeout")
 
     @property

@@ -39,7 +39,7 @@ class Launcher:
     async def run(self) -> int:
         app = create_app(self.gateway_settings, engine=self.engine)
         s = self.settings
-        self.server = make_server(app, s.host, s.port, s.log_level, s.drain_timeout_s)
+        self.server = make_server(app, s)
         install_drain(self.server, app, s.drain_timeout_s, on_signal=self._on_signal)
         await self.process.start()
         serving = asyncio.create_task(self.server.serve())

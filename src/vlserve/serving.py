@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 
 import uvicorn
 
+from .config import Settings
+from .http_server import ConnectionLimits, guarded_protocol
+
 log = logging.getLogger("vlserve")
 T = TypeVar("T")
 
@@ -32,9 +35,13 @@ class Server(uvicorn.Server):
         yield
 
 
-def make_server(app, host: str, port: int, log_level: str, drain_s: float) -> Server:
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=math.ceil(drain_s + ABORT_MARGIN_S))
+def make_server(app, settings: Settings) -> Server:
+    """uvicorn with the connection limits of http_server.py (header size and time, body time,
+    idle and open connections)."""
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            access_log=False, http=guarded_protocol(ConnectionLimits(settings)),
+                            timeout_keep_alive=math.ceil(settings.http_idle_timeout_s),
+                            timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s + ABORT_MARGIN_S))
     return Server(config)
 
 
@@ -55,9 +62,9 @@ def install_drain(server: Server, app, drain_s: float, on_signal: Callable[[int]
         loop.add_signal_handler(sig, handle, sig)
 
 
-async def serve(app, host: str, port: int, log_level: str, drain_s: float) -> None:
-    server = make_server(app, host, port, log_level, drain_s)
-    install_drain(server, app, drain_s)
+async def serve(app, settings: Settings) -> None:
+    server = make_server(app, settings)
+    install_drain(server, app, settings.drain_timeout_s)
     await server.serve()
 
 

@@ -117,3 +117,42 @@ async def test_bad_schemas_are_400(services, schema):
     with pytest.raises(ServiceError) as info:
         await run(services, schema)
     assert info.value.status == 400 and info.value.param == "schema"
+
+
+class Canary:
+    """An HTTP server that must never be asked for anything."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+
+    async def handle(self, request):
+        self.hits += 1
+        return web.json_response({"type": "string", "secret": "do not read me"})
+
+
+@pytest.fixture
+async def canary():
+    served = Canary()
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", served.handle)
+    async with serve_app(app) as (_, url):
+        yield served, url
+
+
+@pytest.mark.parametrize("ref", ["{url}/schema.json", "{url}/schema.json#/properties/a", "file:///etc/passwd",
+                                 "#/definitions/missing", "#/$defs/nope", "other.json"])
+async def test_a_ref_that_does_not_resolve_inside_the_schema_is_400_and_nothing_is_fetched(services, canary, ref):
+    served, url = canary
+    schema = {"type": "object", "properties": {"total": {"$ref": ref.format(url=url)}}}
+    with pytest.raises(ServiceError) as info:
+        await run(services, schema)
+    assert info.value.status == 400 and info.value.param == "schema" and ref.format(url=url) in info.value.message
+    assert served.hits == 0
+
+
+async def test_refs_inside_the_schema_still_work(scripted, services):
+    scripted[0].answers = ['{"total": 42, "currency": "EUR"}']
+    schema = {"$defs": {"money": {"type": "number"}}, "type": "object",
+              "properties": {"total": {"$ref": "#/$defs/money"}, "currency": {"type": "string"}},
+              "required": ["total"]}
+    assert (await run(services, schema)).result == {"total": 42, "currency": "EUR"}

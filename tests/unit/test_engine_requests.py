@@ -98,3 +98,19 @@ def test_a_refused_optional_field_is_learned_per_replica():
     assert dialect.refused(vllm, added, refusal)
     assert "mm_processor_kwargs" not in dialect.body_for(request, vllm)[0]
     assert "mm_processor_kwargs" in dialect.body_for(request, other)[0]  # learned for that replica only
+
+
+def test_images_outside_user_messages_are_a_400_that_says_where_they_go():
+    from vlserve.errors import ServiceError
+
+    image = {"type": "image_url", "image_url": {"url": base64.b64encode(png()).decode()}}
+    for role in ("system", "assistant", "developer"):
+        body = {"model": "engine-id", "messages": [{"role": role, "content": [image]},
+                                                   {"role": "user", "content": "hi"}]}
+        try:
+            build(body)
+        except ServiceError as exc:
+            assert exc.status == 400 and "only be sent in user messages" in exc.message
+            assert exc.param == "messages.0.content"
+        else:
+            raise AssertionError(f"an image in a {role} message was accepted")

@@ -10,14 +10,52 @@ the caller gets a 422 with the raw text.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
+import referencing.jsonschema
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from ..errors import ErrorKind, ServiceError
 from .jsontext import find_json
 
 MAX_SCHEMA_BYTES = 64 * 1024
+# Schemas are resolved against nothing but themselves: jsonschema would otherwise fetch a
+# `$ref` to a URL (with urllib, past the media policy) and quote what it found in errors.
+NOTHING_OUTSIDE = Registry()
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    return jsonschema.validators.validator_for(schema)(schema, registry=NOTHING_OUTSIDE)
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _check_refs(schema: dict[str, Any]) -> None:
+    """Every `$ref` must point inside the schema (400 naming the first that does not)."""
+    spec = referencing.jsonschema.specification_with(
+        str(schema.get("$schema", "")), default=referencing.jsonschema.DRAFT202012)
+    root = spec.create_resource(schema)
+    base = root.id() or ""
+    resolver = NOTHING_OUTSIDE.with_resource(base, root).crawl().resolver(base_uri=base)
+    for ref in _refs(schema):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            raise ServiceError(ErrorKind.BAD_REQUEST, f"`schema` refers to {ref!r}, which is not defined inside "
+                               "it; references are only resolved within the schema itself.",
+                               param="schema") from None
 
 
 def check_schema(schema: Any) -> dict[str, Any]:
@@ -31,6 +69,7 @@ def check_schema(schema: Any) -> dict[str, Any]:
     except jsonschema.SchemaError as exc:
         raise ServiceError(ErrorKind.BAD_REQUEST, f"`schema` is not a valid JSON Schema: {exc.message}",
                            param="schema") from None
+    _check_refs(schema)
     return schema
 
 
@@ -43,8 +82,11 @@ def validate(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
     value = find_json(text)
     if value is None:
         return None, "the answer contains no JSON"
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    try:
+        error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(value))
+    except Unresolvable as exc:  # checked up front; a reference inside a nested $id may still fail here
+        raise ServiceError(ErrorKind.BAD_REQUEST, f"`schema` has a reference that does not resolve inside it "
+                           f"({exc}).", param="schema") from None
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "the top level"
         return None, f"at {where}: {error.message}"

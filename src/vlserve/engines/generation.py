@@ -66,6 +66,18 @@ def sampling_kwargs(request: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def text_length(messages: list[dict[str, Any]]) -> int:
+    """Characters of text in OpenAI messages (string content and text parts)."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(part.get("text") or "") for part in content if isinstance(part, dict))
+    return total
+
+
 def to_processor_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
     """OpenAI messages (images already data URLs) → chat-template messages + PIL images."""
     from PIL import Image

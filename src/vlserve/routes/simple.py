@@ -5,7 +5,6 @@ Each has a JSON form and a multipart form (`/upload`) that takes the image as a 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Annotated, Any, Literal
 
@@ -39,12 +38,12 @@ async def sampling_form(
 SamplingFormDep = Annotated[SamplingFields, Depends(sampling_form)]
 
 
-async def read_upload(upload: UploadFile, media: MediaNormalizer) -> NormalizedImage:
+async def read_upload(upload: UploadFile, media: MediaNormalizer) -> bytes:
     limit = media.policy.max_image_bytes
     data = await upload.read(limit + 1)
     if len(data) > limit:
         raise ServiceError(ErrorKind.TOO_LARGE, f"The uploaded image is larger than the limit of {limit:,} bytes.")
-    return await media.image_from_bytes(data)
+    return data
 
 
 async def _infer(requests, inference, call, *, stream: bool, image: NormalizedImage | None,
@@ -58,7 +57,7 @@ async def _infer(requests, inference, call, *, stream: bool, image: NormalizedIm
 @router.post("/infer", response_model=InferResponse,
              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream=true"}})
 async def infer(body: InferRequest, requests: RequestsDep, inference: InferenceDep, call: CallDep):
-    image = await requests.media.image(body.image) if body.image else None
+    image = (await requests.images([body.image]))[0] if body.image else None
     return await _infer(requests, inference, call, stream=body.stream, prompt=body.prompt, image=image,
                         system_prompt=body.system_prompt, model=body.model, sampling=sampling_dict(body))
 
@@ -72,7 +71,7 @@ async def infer_upload(
     model: Annotated[str | None, Form()] = None,
     stream: Annotated[bool, Form()] = False,
 ):
-    normalized = await read_upload(image, requests.media) if image is not None else None
+    normalized = (await requests.images([await read_upload(image, requests.media)]))[0] if image else None
     return await _infer(requests, inference, call, stream=stream, prompt=prompt, image=normalized,
                         system_prompt=system_prompt, model=model, sampling=sampling_dict(sampling))
 
@@ -89,8 +88,7 @@ async def analyze(body: AnalyzeRequest, requests: RequestsDep, inference: Infere
     if not refs:
         raise ServiceError(ErrorKind.BAD_REQUEST, "Send the image as `image` (or several as `images`).",
                            param="image")
-    requests.media.check_count(len(refs))
-    images = list(await asyncio.gather(*(requests.media.image(ref) for ref in refs)))
+    images = await requests.images(list(refs))
     spec = _task_input(body.task, len(images), question=body.question, language=body.language,
                        objects=body.objects, boxes=body.boxes, format=body.format, prompt=body.prompt)
     return await oneshot.analyze(inference, requests, call, spec=spec, images=images, model=body.model,
@@ -112,7 +110,7 @@ async def analyze_upload(
     model: Annotated[str | None, Form()] = None,
 ) -> AnalyzeResponse:
     requests.media.check_count(len(image))
-    images = list(await asyncio.gather(*(read_upload(upload, requests.media) for upload in image)))
+    images = await requests.images([await read_upload(upload, requests.media) for upload in image])
     names = [o.strip() for o in (objects or "").split(",") if o.strip()]
     spec = _task_input(task, len(images), question=question, language=language, objects=names, boxes=boxes,
                        format=format, prompt=prompt)

@@ -1,0 +1,133 @@
+"""Slow, idle and oversized clients against a real gateway: /health keeps answering, and
+each such connection is ended by its limit, with an OpenAI-shaped error where one fits."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from ..servers import ServerProcess
+
+pytestmark = pytest.mark.timeout(180)
+
+LIMITS = {"HTTP_HEADER_TIMEOUT_S": "2", "HTTP_BODY_TIMEOUT_S": "2", "HTTP_IDLE_TIMEOUT_S": "2",
+          "HTTP_MAX_HEADER_BYTES": "65536"}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("slow")
+    process = ServerProcess({"MODEL_PATH": str(tiny_model_dir), **LIMITS}, logs, "slow").start()
+    try:
+        yield process.wait_healthy()
+    finally:
+        process.stop()
+
+
+def connect(server) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+def read_all(sock: socket.socket, timeout: float = 10) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    sock.settimeout(timeout)
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def error_in(response: bytes) -> tuple[int, dict]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(body)["error"]
+
+
+def test_headers_over_the_limit_are_431_at_once(server):
+    sock = connect(server)
+    started = time.monotonic()
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    try:
+        for _ in range(2000):  # up to 128 MB, unless the server hangs up first
+            sock.sendall(b"a" * 65536)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    status, error = error_in(read_all(sock))
+    assert status == 431 and error["code"] == "request_header_fields_too_large"
+    assert time.monotonic() - started < 5
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+def test_a_malformed_request_gets_an_openai_shaped_400(server):
+    sock = connect(server)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\rX-Bad: y\r\n\r\n")  # a CR inside a header
+    status, error = error_in(read_all(sock))
+    assert status == 400 and error["code"] == "bad_request" and "Malformed HTTP request" in error["message"]
+
+
+def trickle(sock: socket.socket, data: bytes, every_s: float, stop: threading.Event) -> None:
+    try:
+        for byte in data:
+            if stop.is_set():
+                return
+            sock.sendall(bytes([byte]))
+            time.sleep(every_s)
+    except OSError:
+        pass
+
+
+def test_200_slow_and_idle_connections_do_not_stop_health_and_each_is_closed(server):
+    body_head = b"POST /infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    kinds = ["idle"] * 70 + ["slow-headers"] * 65 + ["slow-body"] * 65
+    sockets, stop, threads = [], threading.Event(), []
+    for kind in kinds:
+        sock = connect(server)
+        sockets.append((kind, sock))
+        if kind == "slow-headers":
+            threads.append(threading.Thread(target=trickle, args=(sock, b"GET /health HTTP/1.1\r\nHost: x\r\n" * 50,
+                                                                  0.2, stop), daemon=True))
+        elif kind == "slow-body":
+            sock.sendall(body_head)
+            threads.append(threading.Thread(target=trickle, args=(sock, b"{" * 100000, 0.2, stop), daemon=True))
+    for thread in threads:
+        thread.start()
+    try:
+        latencies = []
+        for _ in range(10):
+            started = time.monotonic()
+            assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.1)
+        assert max(latencies) < 0.1, latencies
+        closed_by_server = {}
+        for kind, sock in sockets:  # every one is ended by its limit (2 s here), not held
+            data = read_all(sock, timeout=6)
+            closed_by_server.setdefault(kind, []).append(data)
+        assert all(data == b"" for data in closed_by_server["idle"])  # idle: simply closed
+        for kind in ("slow-headers", "slow-body"):
+            for data in closed_by_server[kind]:
+                status, error = error_in(data)
+                assert status == 408 and error["code"] == "request_timeout"
+    finally:
+        stop.set()
+        for _, sock in sockets:
+            sock.close()
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+def test_an_idle_keep_alive_connection_is_closed(server):
+    sock = connect(server)
+    started = time.monotonic()
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = read_all(sock, timeout=8)  # the answer, then the server hangs up on the idle connection
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"}")
+    assert 1.5 < time.monotonic() - started < 4
