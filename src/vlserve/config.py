@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     lmdeploy_metrics: bool = Field(False, alias="LMDEPLOY_METRICS")
     lmdeploy_cache_max_entry_count: float | None = Field(None, gt=0, le=1, alias="LMDEPLOY_CACHE_MAX_ENTRY_COUNT")
     lmdeploy_max_batch_size: int | None = Field(None, ge=1, alias="LMDEPLOY_MAX_BATCH_SIZE")
+    lmdeploy_tool_call_parser: str = Field("auto", min_length=1, alias="LMDEPLOY_TOOL_CALL_PARSER")
+    lmdeploy_reasoning_parser: str = Field("auto", min_length=1, alias="LMDEPLOY_REASONING_PARSER")
     drain_timeout_s: float = Field(30.0, ge=0, alias="DRAIN_TIMEOUT_S")
 
     # --- sampling defaults (fill only what a client leaves out) ---------------------
@@ -62,6 +64,7 @@ class Settings(BaseSettings):
     temperature: float = Field(0.7, ge=0, le=2, alias="TEMPERATURE")
     top_p: float = Field(0.8, gt=0, le=1, alias="TOP_P")
     top_k: int = Field(20, ge=0, alias="TOP_K")
+    reasoning: Literal["keep", "drop"] = Field("keep", alias="REASONING")
 
     # --- HTTP server ------------------------------------------------------------------
     host: str = Field("127.0.0.1", alias="HOST")

@@ -40,7 +40,7 @@ class RequestBuilder:
         self.media = media
 
     async def from_chat(self, body: ChatCompletionRequest) -> EngineRequest:
-        request = body.model_dump(exclude_none=True)
+        request = body.model_dump(exclude_none=True, by_alias=True)
         request["model"] = self._catalog.resolve(body.model)
         budgets = await self._normalize_media(request["messages"])
         return EngineRequest(self._with_defaults(request), image_pixels=pixel_bounds(budgets))

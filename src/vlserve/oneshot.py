@@ -25,11 +25,18 @@ from .sse import iter_events
 
 
 def _text_of(completion: dict[str, Any]) -> tuple[str, str | None]:
+    """The answer's text (never its reasoning: engines split that off) and finish reason."""
     try:
         choice = completion["choices"][0]
         return choice["message"].get("content") or "", choice.get("finish_reason")
     except (KeyError, IndexError, TypeError, AttributeError):
         raise ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine's answer had no choices.") from None
+
+
+def _reasoning_of(completion: dict[str, Any]) -> str | None:
+    message = ((completion.get("choices") or [{}])[0] or {}).get("message") or {}
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    return reasoning if isinstance(reasoning, str) else None
 
 
 def _usage(completion: dict[str, Any]) -> Usage:
@@ -44,8 +51,8 @@ async def infer(inference: Inference, request: EngineRequest, ctx: CallContext) 
     started = time.perf_counter()
     completion = await inference.complete(request, ctx)
     text, finish = _text_of(completion)
-    return InferResponse(text=text, model=completion.get("model", request.model), usage=_usage(completion),
-                         finish_reason=finish, latency_ms=_ms_since(started))
+    return InferResponse(text=text, reasoning=_reasoning_of(completion), model=completion.get("model", request.model),
+                         usage=_usage(completion), finish_reason=finish, latency_ms=_ms_since(started))
 
 
 async def infer_stream(inference: Inference, request: EngineRequest, ctx: CallContext) -> EngineStream:
@@ -68,9 +75,11 @@ async def _text_deltas(upstream: EngineStream, model: str) -> AsyncIterator[byte
                 return
             final["usage"] = event.get("usage") or final["usage"]
             for choice in event.get("choices") or []:
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    yield oai.sse({"text": text})
+                delta = choice.get("delta") or {}
+                if delta.get("reasoning_content"):
+                    yield oai.sse({"reasoning": delta["reasoning_content"]})
+                if delta.get("content"):
+                    yield oai.sse({"text": delta["content"]})
                 final["finish_reason"] = choice.get("finish_reason") or final["finish_reason"]
     final["latency_ms"] = _ms_since(started)
     yield oai.sse(final)
@@ -84,15 +93,16 @@ async def analyze(inference: Inference, builder: RequestBuilder, ctx: CallContex
     task = check_input(spec, has_schema=schema is not None)
     request = builder.simple(prompt=build_prompt(spec), images=images, system_prompt=None, model=model,
                              sampling=sampling)
+    reasoning = None
     if task.needs_schema:
         text, usage, result, model_id = await _extract(inference, ctx, request, schema)
     else:
         completion = await inference.complete(request, ctx)
-        text = _text_of(completion)[0]
+        text, reasoning = _text_of(completion)[0], _reasoning_of(completion)
         usage, model_id = _usage(completion), completion.get("model", request.model)
         result = parse_result(spec, text, images[0].width, images[0].height)
     sizes = [ImageSize(width=i.width, height=i.height) for i in images]
-    return AnalyzeResponse(task=spec.task, result=result, text=text, model=model_id, usage=usage,
+    return AnalyzeResponse(task=spec.task, result=result, text=text, reasoning=reasoning, model=model_id, usage=usage,
                            latency_ms=_ms_since(started), image=sizes[0], images=sizes if len(sizes) > 1 else None)
 
 

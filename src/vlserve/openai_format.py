@@ -23,11 +23,11 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def completion(cid: str, model: str, text: str, finish_reason: str, usage_: dict[str, int]) -> dict[str, Any]:
+def completion(cid: str, model: str, message: dict[str, Any], finish_reason: str,
+               usage_: dict[str, int]) -> dict[str, Any]:
     return {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
         "usage": usage_,
     }
 

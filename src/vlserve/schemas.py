@@ -66,6 +66,41 @@ class SamplingFields(BaseModel):
     ignore_eos: bool | None = Field(None, description="Generate exactly max_tokens (LMDeploy's and vLLM's field).")
 
 
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str | None = None
+    json_schema: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
 class ChatCompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="allow")
     model: str
@@ -74,6 +109,9 @@ class ChatCompletionRequest(SamplingFields):
     stream_options: StreamOptions | None = None
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int | None = Field(None, ge=1)
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = None
 
 
 class InferRequest(SamplingFields):
@@ -110,7 +148,8 @@ class Usage(BaseModel):
 
 
 class InferResponse(BaseModel):
-    text: str
+    text: str = Field(description="The answer (a Thinking model's reasoning is not part of it).")
+    reasoning: str | None = Field(None, description="A Thinking model's reasoning, when it sent one.")
     model: str
     usage: Usage
     latency_ms: float
@@ -125,7 +164,8 @@ class ImageSize(BaseModel):
 class AnalyzeResponse(BaseModel):
     task: str
     result: Any = Field(description="The task's structured result; boxes and points in the image's pixels.")
-    text: str = Field(description="The model's raw answer.")
+    text: str = Field(description="The model's raw answer (without a Thinking model's reasoning).")
+    reasoning: str | None = Field(None, description="A Thinking model's reasoning, when it sent one.")
     model: str
     usage: Usage
     latency_ms: float

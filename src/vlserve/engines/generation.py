@@ -86,6 +86,8 @@ def to_processor_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str
     for message in messages:
         role = "system" if message["role"] == "developer" else message["role"]
         content = message.get("content")
+        if role == "tool" and isinstance(content, list):  # the template writes a tool's result as text
+            content = "".join(part.get("text") or "" for part in content)
         if content is None or isinstance(content, str):
             out.append({**message, "role": role, "content": content or ""})
             continue

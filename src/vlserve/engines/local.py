@@ -25,7 +25,9 @@ from ..admission import Admission
 from ..config import Settings
 from ..errors import ErrorKind, ServiceError
 from ..tiny_model import TINY_MODEL_NAME, ensure_tiny_model, is_tiny_checkpoint
+from .answer import THINK_OPEN, AnswerStream, parse_answer
 from .base import EngineRequest, EngineStatus, EngineStream
+from .constraints import Constrainer, chosen_tools
 from .generation import QueueStreamer, consume_exception, eos_ids, sampling_kwargs, text_length, to_processor_messages
 from .text_stream import IncrementalDecoder, StopMatcher
 
@@ -40,7 +42,9 @@ class PreparedPrompt:
     sampling: dict[str, Any]
     stop: list[str]
     seed: int | None
-
+    tools: bool = False                   # tool definitions reached the template: parse <tool_call> blocks
+    in_reasoning: bool = False            # the template opened <think>: the answer starts in reasoning
+    logits_processor: Any = None          # constrained decoding (constraints.py), or None
 
 class LocalEngine:
     def __init__(self, settings: Settings) -> None:
@@ -49,6 +53,7 @@ class LocalEngine:
         self._is_tiny = not settings.model_path or is_tiny_checkpoint(settings.model_path)
         self._model_id = settings.served_model_name or self._default_model_id()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlserve-generate")
+        self._keep_reasoning = settings.reasoning == "keep"
         self._turns = Admission(1, settings.local_max_queue, settings.queue_timeout_s, who="The local engine")
         self._load_task: asyncio.Task | None = None
         self._load_error: str | None = None
@@ -57,6 +62,7 @@ class LocalEngine:
         self._device = "cpu"
         self._max_len = settings.max_model_len
         self._max_token_chars = 1
+        self._constrainer: Constrainer
         self._generating = False  # set by the worker thread while model.generate() runs
 
     def _default_model_id(self) -> str:
@@ -98,6 +104,7 @@ class LocalEngine:
         # The most characters one token can stand for (byte-level BPE: a token's string has
         # at least as many symbols as the text it decodes to has characters).
         self._max_token_chars = max(len(token) for token in self._processor.tokenizer.get_vocab())
+        self._constrainer = Constrainer(self._processor.tokenizer, text_config.vocab_size)
 
     async def close(self) -> None:
         if self._load_task:
@@ -123,7 +130,7 @@ class LocalEngine:
 
     # --- requests ---------------------------------------------------------------------
     async def chat(self, request: EngineRequest) -> dict[str, Any]:
-        prepared = await self._prepare(request.body)
+        prepared = await self._prepare(_with_hints(request))
         release = await self._turns.acquire()
         try:
             parts, finish, completion_tokens = [], "length", 0
@@ -134,11 +141,13 @@ class LocalEngine:
                     finish = finish_reason or finish
         finally:
             release()
-        return oai.completion(oai.completion_id(), request.model, "".join(parts), finish,
+        answer = parse_answer("".join(parts), prepared.in_reasoning, prepared.tools)
+        finish = "tool_calls" if answer.tool_calls else finish
+        return oai.completion(oai.completion_id(), request.model, answer.message(self._keep_reasoning), finish,
                               oai.usage(prepared.prompt_tokens, completion_tokens))
 
     async def open_stream(self, request: EngineRequest) -> EngineStream:
-        prepared = await self._prepare(request.body)
+        prepared = await self._prepare(_with_hints(request))
         include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
         release = await self._turns.acquire()  # held until the stream is closed
 
@@ -152,14 +161,24 @@ class LocalEngine:
                       report_usage: Callable[[dict[str, int]], None]) -> AsyncIterator[bytes]:
         cid = oai.completion_id()
         completion_tokens, finish = 0, "length"
+        answer = AnswerStream(prepared.in_reasoning, prepared.tools)
+
+        def chunks_of(deltas: list[dict[str, Any]]) -> list[bytes]:
+            if not self._keep_reasoning:
+                deltas = [d for d in deltas if "reasoning_content" not in d]
+            return [oai.sse(oai.chunk(cid, model, delta, None, include_usage)) for delta in deltas]
+
         async with aclosing(self._generate(prepared)) as pieces:
             yield oai.sse(oai.chunk(cid, model, {"role": "assistant", "content": ""}, None, include_usage))
             try:
                 async for piece, finish_reason, n in pieces:
                     completion_tokens = n
-                    if piece:
-                        yield oai.sse(oai.chunk(cid, model, {"content": piece}, None, include_usage))
+                    for chunk in chunks_of(answer.feed(piece)) if piece else []:
+                        yield chunk
                     finish = finish_reason or finish
+                for chunk in chunks_of(answer.finish()):
+                    yield chunk
+                finish = "tool_calls" if answer.calls else finish
             except ServiceError as exc:  # the response has started: the error is its last event
                 yield exc.sse_event()
                 return
@@ -194,7 +213,10 @@ class LocalEngine:
 
     def _prepare_blocking(self, request: dict[str, Any]) -> PreparedPrompt:
         messages, images = to_processor_messages(request["messages"])
-        text = self._processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        _, tools = chosen_tools(request)
+        text = self._processor.apply_chat_template(messages, tools=tools or None, tokenize=False,
+                                                   add_generation_prompt=True)
+        in_reasoning = text.rstrip().endswith(THINK_OPEN)
         inputs = self._processor(text=[text], images=images or None, return_tensors="pt")
         prompt_tokens = int(inputs["input_ids"].shape[1])
         if prompt_tokens >= self._max_len:
@@ -211,7 +233,8 @@ class LocalEngine:
         return PreparedPrompt(
             inputs=inputs.to(self._device), prompt_tokens=prompt_tokens, max_new_tokens=max_new,
             sampling=sampling, stop=[stop] if isinstance(stop, str) else list(stop),
-            seed=request.get("seed"),
+            seed=request.get("seed"), tools=bool(tools), in_reasoning=in_reasoning,
+            logits_processor=self._constrainer.logits_processor(request, in_reasoning),
         )
 
     async def _generate(self, prepared: PreparedPrompt) -> AsyncGenerator[tuple[str, str | None, int], None]:
@@ -248,7 +271,7 @@ class LocalEngine:
 
     def _generate_blocking(self, prepared: PreparedPrompt, streamer, cancel: threading.Event) -> None:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
         class _Cancelled(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
@@ -261,7 +284,10 @@ class LocalEngine:
             with torch.inference_mode():
                 self._model.generate(
                     **prepared.inputs, max_new_tokens=prepared.max_new_tokens, streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_Cancelled()]), **prepared.sampling,
+                    stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                    logits_processor=LogitsProcessorList([prepared.logits_processor] if prepared.logits_processor
+                                                         else []),
+                    **prepared.sampling,
                 )
         except ValueError as exc:  # transformers' checks of the sampling settings
             raise ServiceError(ErrorKind.BAD_REQUEST, f"The sampling settings were refused: {exc}") from None
@@ -276,3 +302,11 @@ class LocalEngine:
         finally:
             self._generating = False
             streamer.finish()
+
+
+def _with_hints(request: EngineRequest) -> dict[str, Any]:
+    """The body, with the gateway's schema hint as a constraint unless the client set one."""
+    if request.json_schema is None or request.body.get("response_format"):
+        return request.body
+    return {**request.body, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "extraction", "schema": request.json_schema}}}

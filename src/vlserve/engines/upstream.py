@@ -34,6 +34,7 @@ from ..errors import ErrorKind, ServiceError
 from .base import EngineRequest, EngineStatus, EngineStream
 from .lmdeploy_compat import StreamTranslator, check_completion, usage_in
 from .replicas import Lease, Replica, ReplicaSet
+from .upstream_answer import StreamRewriter, rewrite_completion
 from .upstream_dialect import UpstreamDialect
 from .upstream_errors import transport_error, upstream_error
 
@@ -100,7 +101,7 @@ class UpstreamEngine:
         except ValueError:
             raise ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine sent a response that is not JSON.") from None
         check_completion(completion)
-        return completion
+        return rewrite_completion(completion)
 
     async def open_stream(self, request: EngineRequest) -> EngineStream:
         settings = self._settings
@@ -112,7 +113,8 @@ class UpstreamEngine:
         def report(usage: dict[str, Any]) -> None:
             stream.usage = usage
 
-        stream = EngineStream(self._relay(resp, deadline, report), on_close=resp.close, on_abort=resp.close)
+        stream = EngineStream(self._relay(resp, deadline, report, StreamRewriter(request.model)),
+                              on_close=resp.close, on_abort=resp.close)
         stream.add_close_callback(lease.release)
         return stream
 
@@ -174,12 +176,15 @@ class UpstreamEngine:
             raise transport_error(exc) from None
 
     async def _relay(self, resp: aiohttp.ClientResponse, deadline: float,
-                     report_usage: Callable[[dict[str, Any]], None]) -> AsyncIterator[bytes]:
+                     report_usage: Callable[[dict[str, Any]], None],
+                     rewriter: StreamRewriter) -> AsyncIterator[bytes]:
         finished = done_seen = False
         translator = StreamTranslator()
         try:
             async for chunk in resp.content.iter_any():
                 out = translator.feed(chunk)
+                if out and not translator.failed:
+                    out = rewriter.feed(out)
                 if out:
                     done_seen = done_seen or b"[DONE]" in out
                     if b'"completion_tokens"' in out:  # the usage chunk: rare, so parsing it is cheap

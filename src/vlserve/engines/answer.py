@@ -1,0 +1,176 @@
+"""What a Qwen-style model writes → OpenAI's message fields.
+
+Qwen3 and Qwen3-VL write tool calls as `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`
+(their chat template's own instruction) and Thinking checkpoints write their reasoning
+as `<think>...</think>` before the answer, or, when the template has already opened the
+block in the prompt, only the closing `</think>`. Both engines use this module: the local
+engine for what it generates, the upstream engine for an upstream that has no parser.
+
+- `parse_answer(text, ...)`: a whole answer → `content`, `reasoning_content` (and
+  `reasoning`, the newer name some clients read), `tool_calls` with ids and JSON-string
+  arguments.
+- `AnswerStream`: the same for text arriving piece by piece → OpenAI delta dicts; text
+  that may be the start of a tag is held back until it is known not to be one.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def tool_call(block: str) -> dict[str, Any] | None:
+    """One `<tool_call>` block's JSON → an OpenAI tool call, or None if it is not one."""
+    try:
+        data = json.loads(block.strip())
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    arguments = data.get("arguments", data.get("parameters", {}))
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return {"id": call_id(), "type": "function", "function": {"name": data["name"], "arguments": text}}
+
+
+@dataclass
+class Answer:
+    content: str = ""
+    reasoning: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def message(self, keep_reasoning: bool = True) -> dict[str, Any]:
+        content = self.content
+        message: dict[str, Any] = {"role": "assistant", "content": content if content or not self.tool_calls else None}
+        if self.reasoning is not None and keep_reasoning:
+            message["reasoning_content"] = message["reasoning"] = self.reasoning
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        return message
+
+
+def parse_answer(text: str, in_reasoning: bool = False, tools: bool = True) -> Answer:
+    stream = AnswerStream(in_reasoning, tools)
+    answer = Answer()
+    for delta in [*stream.feed(text), *stream.finish()]:
+        answer.content += delta.get("content") or ""
+        if "reasoning_content" in delta:
+            answer.reasoning = (answer.reasoning or "") + delta["reasoning_content"]
+        answer.tool_calls += [{k: v for k, v in call.items() if k != "index"} for call in delta.get("tool_calls", [])]
+    answer.content = answer.content.strip() if answer.tool_calls or answer.reasoning is not None else answer.content
+    if answer.reasoning is not None:
+        answer.reasoning = answer.reasoning.strip()
+    return answer
+
+
+def _partial_tag_at_end(text: str, tags: tuple[str, ...]) -> int:
+    """Length of the longest end of `text` that is the beginning of one of `tags`."""
+    longest = 0
+    for tag in tags:
+        for size in range(min(len(tag) - 1, len(text)), 0, -1):
+            if text.endswith(tag[:size]):
+                longest = max(longest, size)
+                break
+    return longest
+
+
+class AnswerStream:
+    """Text pieces in, OpenAI delta dicts out (`content`, `reasoning_content`/`reasoning`,
+    `tool_calls` with an `index` each, as the openai SDK assembles them)."""
+
+    def __init__(self, in_reasoning: bool = False, tools: bool = True) -> None:
+        self._state = "reasoning" if in_reasoning else "start"
+        self._tools = tools
+        self._buffer = ""
+        self._after_reasoning = False  # drop the blank lines between </think> and the answer
+        self._sent_content = False     # content already sent can't become reasoning any more
+        self.calls = 0
+
+    def feed(self, text: str) -> list[dict[str, Any]]:
+        self._buffer += text
+        out: list[dict[str, Any]] = []
+        while True:
+            step = self._step()
+            if step is None:
+                return out
+            out += step
+
+    def finish(self) -> list[dict[str, Any]]:
+        rest, self._buffer = self._buffer, ""
+        if not rest:
+            return []
+        if self._state == "reasoning":
+            return [_reasoning(rest)]
+        if self._state == "tool":  # an unclosed call: say what was written, as text
+            return [{"content": TOOL_OPEN + rest}]
+        return [{"content": rest}]
+
+    def _step(self) -> list[dict[str, Any]] | None:
+        """Consume what can be decided from the buffer; None when more text is needed."""
+        buf = self._buffer
+        if self._state == "start":  # an answer may open with <think>
+            stripped = buf.lstrip()
+            if stripped.startswith(THINK_OPEN):
+                self._buffer, self._state = stripped[len(THINK_OPEN):], "reasoning"
+                return []
+            if THINK_OPEN.startswith(stripped):  # nothing yet, or the start of the tag: wait
+                return None
+            self._state = "text"
+            return []
+        if self._state == "reasoning":
+            end = buf.find(THINK_CLOSE)
+            if end >= 0:
+                self._buffer, self._state, self._after_reasoning = buf[end + len(THINK_CLOSE):], "text", True
+                return [_reasoning(buf[:end])] if buf[:end] else []
+            keep = _partial_tag_at_end(buf, (THINK_CLOSE,))
+            return self._emit_reasoning(buf, keep)
+        if self._state == "tool":
+            end = buf.find(TOOL_CLOSE)
+            if end < 0:
+                return None
+            self._buffer, self._state = buf[end + len(TOOL_CLOSE):], "text"
+            call = tool_call(buf[:end])
+            if call is None:
+                return [{"content": TOOL_OPEN + buf[:end + len(TOOL_CLOSE)]}]
+            self.calls += 1
+            return [{"tool_calls": [{"index": self.calls - 1, **call}]}]
+        if self._after_reasoning:
+            buf = self._buffer = buf.lstrip("\n")
+            if not buf:
+                return None
+            self._after_reasoning = False
+        start = buf.find(TOOL_OPEN) if self._tools else -1
+        if start >= 0:
+            self._buffer, self._state = buf[start + len(TOOL_OPEN):], "tool"
+            self._sent_content = self._sent_content or bool(buf[:start])
+            return [{"content": buf[:start]}] if buf[:start] else []
+        stray = buf.find(THINK_CLOSE)  # a lone closing tag: Thinking templates leave it when nothing was opened
+        if stray >= 0:
+            self._buffer, self._after_reasoning = buf[stray + len(THINK_CLOSE):], True
+            if self._sent_content:  # too late to call it reasoning: drop the tag, keep the text
+                return [{"content": buf[:stray]}] if buf[:stray] else []
+            return [_reasoning(buf[:stray])] if buf[:stray].strip() else []
+        keep = _partial_tag_at_end(buf, (TOOL_OPEN, THINK_CLOSE) if self._tools else (THINK_CLOSE,))
+        if len(buf) - keep <= 0:
+            return None
+        self._buffer = buf[len(buf) - keep:]
+        self._sent_content = True
+        return [{"content": buf[:len(buf) - keep]}]
+
+    def _emit_reasoning(self, buf: str, keep: int) -> list[dict[str, Any]] | None:
+        if len(buf) - keep <= 0:
+            return None
+        self._buffer = buf[len(buf) - keep:]
+        return [_reasoning(buf[:len(buf) - keep])]
+
+
+def _reasoning(text: str) -> dict[str, Any]:
+    return {"reasoning_content": text, "reasoning": text}
