@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     http_header_timeout_s: float = Field(10.0, gt=0, alias="HTTP_HEADER_TIMEOUT_S")
     http_body_timeout_s: float = Field(60.0, gt=0, alias="HTTP_BODY_TIMEOUT_S")
     http_idle_timeout_s: float = Field(5.0, gt=0, alias="HTTP_IDLE_TIMEOUT_S")
+    http_write_timeout_s: float = Field(60.0, gt=0, alias="HTTP_WRITE_TIMEOUT_S")
     http_max_connections: int = Field(1024, ge=16, alias="HTTP_MAX_CONNECTIONS")
 
     # --- access and admission ---------------------------------------------------------

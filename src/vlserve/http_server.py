@@ -5,10 +5,14 @@ of any size, headers or a body trickled a byte at a time, an endless chunked bod
 connection that never sends a byte are all kept forever. This protocol is uvicorn's own
 with those bounds added, per connection:
 
-- the request line and headers: at most HTTP_MAX_HEADER_BYTES (431 beyond), received
-  within HTTP_HEADER_TIMEOUT_S of the connection opening or of the previous response
-  (408; a connection that has sent nothing is just closed);
-- the body: received within HTTP_BODY_TIMEOUT_S of the headers (408);
+- each request's line and headers: at most HTTP_MAX_HEADER_BYTES (431 beyond), received
+  within HTTP_HEADER_TIMEOUT_S of their first byte (408); counted per request, so headers
+  pipelined behind a request being answered are bounded too; a connection that sends
+  nothing at all is closed after the same time;
+- the body: received within HTTP_BODY_TIMEOUT_S of the headers (408); chunked trailers
+  count towards the header limit and are not passed on;
+- a client that stops reading an answer: after HTTP_WRITE_TIMEOUT_S without the socket
+  draining, the connection is closed (its request is then cancelled like any other);
 - open connections: at most HTTP_MAX_CONNECTIONS (503 beyond), kept below the process's
   file-descriptor limit with room for the engine's connections and /health;
 - errors the server itself answers (a malformed request line, a CR inside a header) are
@@ -51,6 +55,7 @@ class ConnectionLimits:
         self.max_header_bytes = settings.http_max_header_bytes
         self.header_timeout_s = settings.http_header_timeout_s
         self.body_timeout_s = settings.http_body_timeout_s
+        self.write_timeout_s = settings.http_write_timeout_s
         self.max_connections = effective_connection_limit(settings.http_max_connections)
 
 
@@ -87,8 +92,9 @@ class _Guarded(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True        # waiting for (more of) a request line and headers
-        self._head_bytes = 0
+        self._head_bytes = 0        # of the request being parsed (or of trailers)
         self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
 
     # --- the connection -------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -101,31 +107,55 @@ class _Guarded(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._cancel_write_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            self._head_bytes += len(data)
         super().data_received(data)
-        if self._in_head and self._head_bytes > self.limits.max_header_bytes and not self.transport.is_closing():
+        if self._in_head and self.parser is not None:
+            # Counted after parsing, for the request whose head is open now (a chunk that
+            # also carries the end of the previous request counts whole: conservative).
+            self._head_bytes += len(data)
+            self._check_head_size()
+
+    def _check_head_size(self) -> None:
+        if self._head_bytes > self.limits.max_header_bytes and not self.transport.is_closing():
             self._fail(ErrorKind.HEADERS_TOO_LARGE, f"The request line and headers are larger than "
                        f"{self.limits.max_header_bytes:,} bytes (HTTP_MAX_HEADER_BYTES).")
 
     # --- the parser's events ------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
+        self._arm(self.limits.header_timeout_s, self._head_timed_out)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head:
+            super().on_header(name, value)
+            return
+        # A chunked body's trailers: bounded like headers, and not passed on.
+        self._head_bytes += len(name) + len(value) + 4
+        self._check_head_size()
+
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._in_head, self._head_bytes = False, 0
         self._arm(self.limits.body_timeout_s, self._body_timed_out)
         super().on_headers_complete()
+        if self.pipeline:  # queued behind a request being answered: reading is paused, nothing to time
+            self._disarm()
 
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._in_head, self._head_bytes = True, 0
-        if not self.transport.is_closing():
-            self._arm(self.limits.header_timeout_s, self._head_timed_out)
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.limits.write_timeout_s, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        self._cancel_write_timer()
+        super().resume_writing()
 
     def send_400_response(self, msg: str) -> None:
         self.transport.write(raw_error(ErrorKind.BAD_REQUEST, f"Malformed HTTP request ({msg.rstrip('.')})."))
@@ -140,6 +170,18 @@ class _Guarded(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _cancel_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        if not self.transport.is_closing():
+            log.info("closing a connection whose client stopped reading for %.0f s (HTTP_WRITE_TIMEOUT_S)",
+                     self.limits.write_timeout_s)
+            self.transport.abort()
 
     def _head_timed_out(self) -> None:
         if self.transport.is_closing() or not self._in_head:

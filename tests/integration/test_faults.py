@@ -132,7 +132,7 @@ def with_spec_version(app, version: str):
 @pytest.fixture(scope="module", params=["2.3", "2.4"])
 def gateway(upstream, request):
     settings = Settings(LMDEPLOY_BASE_URL=f"http://127.0.0.1:{upstream.port}", LMDEPLOY_TIMEOUT_S=2,
-                        UPSTREAM_FIRST_BYTE_TIMEOUT_S=0.5, UPSTREAM_IDLE_TIMEOUT_S=2)
+                        UPSTREAM_FIRST_BYTE_TIMEOUT_S=1.0, UPSTREAM_IDLE_TIMEOUT_S=2)
     engine = UpstreamEngine(settings)
     app = create_app(settings, engine=engine)
     server = InProcessServer(with_spec_version(app, request.param)).start()

@@ -16,7 +16,9 @@ from ..servers import ServerProcess
 pytestmark = pytest.mark.timeout(180)
 
 LIMITS = {"HTTP_HEADER_TIMEOUT_S": "2", "HTTP_BODY_TIMEOUT_S": "2", "HTTP_IDLE_TIMEOUT_S": "2",
-          "HTTP_MAX_HEADER_BYTES": "65536"}
+          "HTTP_MAX_HEADER_BYTES": "65536", "HTTP_WRITE_TIMEOUT_S": "2"}
+LONG_ANSWER = (b'{"model": "qwen3-vl-tiny-random", "max_tokens": 3000, "ignore_eos": true, "stream": true, '
+               b'"messages": [{"role": "user", "content": "go"}]}')
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +137,47 @@ def test_an_idle_keep_alive_connection_is_closed(server):
     answer = read_all(sock, timeout=8)  # the answer, then the server hangs up on the idle connection
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"}")
     assert 1.5 < time.monotonic() - started < 4
+
+
+def long_answer_request() -> bytes:
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(LONG_ANSWER)) + LONG_ANSWER
+
+
+def test_headers_pipelined_behind_a_long_answer_are_bounded_too(server):
+    sock = connect(server)
+    sock.sendall(long_answer_request() + b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    started = time.monotonic()
+    try:
+        for _ in range(2000):  # up to 128 MB behind the answer being generated
+            sock.sendall(b"a" * 65536)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert time.monotonic() - started < 5  # refused long before 128 MB arrived
+    assert b"request_header_fields_too_large" in read_all(sock)
+
+
+def test_chunked_trailers_count_as_headers(server):
+    sock = connect(server)
+    sock.sendall(b"POST /infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n")
+    try:
+        for i in range(5000):
+            sock.sendall(b"X-T%d: %s\r\n" % (i, b"a" * 1000))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert b"request_header_fields_too_large" in read_all(sock)
+
+
+def test_a_pipelined_request_behind_a_slow_one_is_answered(server):
+    """Found by review: the header timer was armed after the first answer even though the
+    pipelined request had already been read, cutting it."""
+    slow = b'{"model": "qwen3-vl-tiny-random", "max_tokens": 400, "ignore_eos": true, "messages": [{"role": "user", "content": "go"}]}'
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(slow), slow))
+    sock = connect(server)
+    started = time.monotonic()
+    sock.sendall(request + request.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+    answers = read_all(sock, timeout=60)
+    assert time.monotonic() - started > 2 * float(LIMITS["HTTP_HEADER_TIMEOUT_S"])  # each outlasts the header timer
+    assert answers.count(b"HTTP/1.1 200 OK") == 2, answers[:300]

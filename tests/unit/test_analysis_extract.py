@@ -156,3 +156,24 @@ async def test_refs_inside_the_schema_still_work(scripted, services):
               "properties": {"total": {"$ref": "#/$defs/money"}, "currency": {"type": "string"}},
               "required": ["total"]}
     assert (await run(services, schema)).result == {"total": 42, "currency": "EUR"}
+
+
+async def test_a_catastrophic_pattern_cannot_stall_validation(scripted, services):
+    """Found by review: `^(a+)+$` against 25 a's and a '!' took seconds in Python's `re`,
+    holding the GIL; validation uses a linear-time engine."""
+    import time
+
+    scripted[0].answers = ['{"name": "' + "a" * 5000 + '!"}', '{"name": "' + "a" * 5000 + '!"}']
+    schema = {"type": "object", "properties": {"name": {"not": {"pattern": "^(a+)+$"}, "type": "string"}}}
+    started = time.monotonic()
+    response = await run(services, schema)
+    assert time.monotonic() - started < 2 and response.result["name"].endswith("!")
+
+
+async def test_a_schema_nested_too_deeply_is_a_400(services):
+    schema: dict = {"type": "object"}
+    for _ in range(2000):
+        schema = {"type": "object", "properties": {"a": schema}}
+    with pytest.raises(ServiceError) as info:
+        await run(services, schema)
+    assert info.value.status == 400 and info.value.param == "schema" and "deeply" in info.value.message

@@ -107,3 +107,19 @@ def test_generated_spellings_never_reach_the_canary(hosts):
 ])
 def test_ipv6_forms_are_judged_by_the_ipv4_they_carry(address, public):
     assert is_public(ipaddress.ip_address(address)) is public
+
+
+@pytest.mark.parametrize("address", ["192.0.0.192", "198.18.0.1", "::ffff:0:7f00:1", "2001:db8::1", "3fff::1"])
+def test_special_purpose_ranges_pythons_is_global_misses_are_refused(address):
+    assert not is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("entry, url_host", [("xn--bcher-kva.example", "bücher.example"),
+                                             ("bücher.example", "xn--bcher-kva.example"),
+                                             ("bücher.example", "BÜCHER.example")])
+def test_domain_lists_match_unicode_and_punycode_spellings(entry, url_host):
+    from vlserve.media.fetch import check_url, parse_url
+
+    with pytest.raises(ServiceError) as info:
+        check_url(parse_url(f"http://{url_host}/x.png"), policy(MEDIA_DENIED_DOMAINS=entry))
+    assert info.value.kind is ErrorKind.IMAGE_FETCH_REFUSED and "denied" in info.value.message

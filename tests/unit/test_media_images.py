@@ -158,3 +158,30 @@ def test_long_thin_images_are_resized_to_a_shape_the_processor_accepts(processor
     assert max(sent) / min(sent) <= 200
     decoded = PILImage.open(io.BytesIO(base64.b64decode(image.data_url.split(",", 1)[1])))
     processor.image_processor(images=[decoded], return_tensors="pt")  # the processor takes it
+
+
+def tiled_tiff(side: int = 64, tile: int = 8192) -> bytes:
+    """A tiny greyscale TIFF whose one tile is tile x tile: libtiff allocates the whole tile."""
+    import struct
+    import zlib
+
+    data = zlib.compress(b"\0" * (tile * tile), 9)
+    entries = sorted([(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1),
+                      (284, 3, 1), (322, 4, tile), (323, 4, tile), (324, 4, 0), (325, 4, len(data))])
+    ifd_size = 2 + 12 * len(entries) + 4
+    out = b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        value = 8 + ifd_size if tag == 324 else value
+        out += struct.pack("<HHII", tag, kind, 1, value) if kind == 4 else struct.pack("<HHIHH", tag, kind, 1, value, 0)
+    return out + b"\0\0\0\0" + data
+
+
+def test_a_tiff_with_tiles_far_larger_than_the_image_is_refused_before_decoding():
+    """Found by review: 1 MB of TIFF made libtiff allocate 1 GB for a 64x64 picture."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ServiceError) as info:
+        from_bytes(tiled_tiff())
+    assert info.value.status == 400 and "tiles or strips" in info.value.message
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 32 * 1024  # KiB: nothing big was made

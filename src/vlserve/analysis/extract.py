@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 import referencing.jsonschema
 from referencing import Registry
 from referencing.exceptions import Unresolvable
@@ -28,7 +29,14 @@ NOTHING_OUTSIDE = Registry()
 
 
 def _validator(schema: dict[str, Any]) -> Any:
-    return jsonschema.validators.validator_for(schema)(schema, registry=NOTHING_OUTSIDE)
+    """Answers are validated with jsonschema-rs: offline, and its regex engine runs in linear
+    time, so a client's `pattern` like `^(a+)+$` can't stall the process (Python's `re`
+    would backtrack for minutes while holding the GIL)."""
+    try:
+        return jsonschema_rs.validator_for(schema, offline=True, pattern_options=jsonschema_rs.RegexOptions())
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+        message = str(exc).splitlines()[0][:300]
+        raise ServiceError(ErrorKind.BAD_REQUEST, f"`schema` cannot be used: {message}", param="schema") from None
 
 
 def _refs(node: Any) -> Iterator[str]:
@@ -59,6 +67,13 @@ def _check_refs(schema: dict[str, Any]) -> None:
 
 
 def check_schema(schema: Any) -> dict[str, Any]:
+    try:
+        return _checked(schema)
+    except RecursionError:
+        raise ServiceError(ErrorKind.BAD_REQUEST, "`schema` is nested too deeply.", param="schema") from None
+
+
+def _checked(schema: Any) -> dict[str, Any]:
     if not isinstance(schema, dict) or not schema:
         raise ServiceError(ErrorKind.BAD_REQUEST, "task=extract needs a JSON Schema object in `schema`.",
                            param="schema")
@@ -70,6 +85,7 @@ def check_schema(schema: Any) -> dict[str, Any]:
         raise ServiceError(ErrorKind.BAD_REQUEST, f"`schema` is not a valid JSON Schema: {exc.message}",
                            param="schema") from None
     _check_refs(schema)
+    _validator(schema)  # patterns and references it cannot use are a 400 now, before any generation
     return schema
 
 
@@ -83,12 +99,12 @@ def validate(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
     if value is None:
         return None, "the answer contains no JSON"
     try:
-        error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(value))
-    except Unresolvable as exc:  # checked up front; a reference inside a nested $id may still fail here
+        error = next(iter(_validator(schema).iter_errors(value)), None)
+    except (jsonschema_rs.ReferencingError, ValueError) as exc:  # checked up front; nested $ids may still fail
         raise ServiceError(ErrorKind.BAD_REQUEST, f"`schema` has a reference that does not resolve inside it "
-                           f"({exc}).", param="schema") from None
+                           f"({str(exc)[:200]}).", param="schema") from None
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "the top level"
+        where = "/".join(str(p) for p in error.instance_path) or "the top level"
         return None, f"at {where}: {error.message}"
     return value, None
 

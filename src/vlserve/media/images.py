@@ -117,10 +117,11 @@ class ImageProbe:
 def probe_image(data: bytes, policy: MediaPolicy, budget: PixelBudget) -> ImageProbe | None:
     """The header's facts; None when the header can't be read (prepare_image says why)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data) as img:
             raw_w, raw_h = img.size
             orientation = _orientation(img)
-            is_jpeg = img.format in ("JPEG", "MPO")
+            per_pixel, scalable = _bytes_per_pixel(img)
+            check_tiles(img)
     except Exception:
         return None
     width, height = (raw_h, raw_w) if orientation in _SWAPS_SIDES else (raw_w, raw_h)
@@ -129,14 +130,56 @@ def probe_image(data: bytes, policy: MediaPolicy, budget: PixelBudget) -> ImageP
     except ServiceError:
         return None
     factor = budget.factor
-    # Decoded pixels (4 bytes for RGBA, the worst case) plus a reduced working copy; a JPEG
-    # over the budget is decoded at 1/2, 1/4 or 1/8 scale (draft), at least to the target.
+    # A baseline JPEG over the budget is decoded at 1/2, 1/4 or 1/8 scale (draft).
     scale = 1
-    if is_jpeg and target[0] * target[1] < height * width:
+    if scalable and target[0] * target[1] < height * width:
         while scale < 8 and (height // (scale * 2)) >= target[0] and (width // (scale * 2)) >= target[1]:
             scale *= 2
-    decode = raw_w * raw_h * 4 // (scale * scale)
-    return ImageProbe(width, height, target[0] * target[1] // (factor * factor), decode + decode // 4)
+    decode = raw_w * raw_h * per_pixel // (scale * scale)
+    return ImageProbe(width, height, target[0] * target[1] // (factor * factor), decode)
+
+
+_OPENERS = [fmt for fmt in ACCEPTED_FORMATS if fmt != "MPO"]  # Pillow's JPEG opener yields MPO itself
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Pillow's decoder for the accepted formats only (no other plugin sees client bytes)."""
+    return Image.open(io.BytesIO(data), formats=_OPENERS)
+
+
+# Peak bytes per pixel while decoding and shrinking, measured per format (8000x8000 images:
+# RGBA PNG ~5, lossless WebP ~16, AVIF ~14, 16-bit ~10, progressive or CMYK JPEG ~8 at
+# full scale since draft cannot shrink their coefficient buffers).
+_PEAK_BYTES = {"WEBP": 16, "AVIF": 14}
+
+
+def _bytes_per_pixel(img: Image.Image) -> tuple[int, bool]:
+    """(peak bytes per pixel, whether JPEG draft scaling applies)."""
+    if img.format in ("JPEG", "MPO"):
+        progressive = img.info.get("progressive") or img.info.get("progression")
+        if progressive or img.mode == "CMYK":
+            return 8, False
+        return 5, True
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return 10, False
+    return _PEAK_BYTES.get(img.format or "", 5), False
+
+
+def check_tiles(img: Image.Image) -> None:
+    """A TIFF whose tiles or strips are far larger than the image makes libtiff allocate
+    a whole tile however small the picture: refused."""
+    if img.format != "TIFF":
+        return
+    width, height = img.size
+    tags = getattr(img, "tag_v2", {})
+    tile = int(tags.get(_TILE_WIDTH) or 0) * int(tags.get(_TILE_LENGTH) or 0)
+    strip = min(int(tags.get(_ROWS_PER_STRIP) or 0), height) * width  # 2**32-1 means "one strip"
+    if max(tile, strip) > 2 * width * height + 65536:
+        raise ServiceError(ErrorKind.INVALID_IMAGE, "The TIFF's tiles or strips are far larger than the image; "
+                           "it is refused.")
+
+
+_TILE_WIDTH, _TILE_LENGTH, _ROWS_PER_STRIP = 322, 323, 278
 
 
 class DecodeMemory:
@@ -175,8 +218,7 @@ def prepare_image(data: bytes, policy: MediaPolicy, budget: PixelBudget,
     probe = probe_image(data, policy, budget)
     cost = probe.decode_bytes if probe is not None else len(data)
     try:
-        with (memory.hold(cost) if memory is not None else contextlib.nullcontext()), \
-                Image.open(io.BytesIO(data)) as img:
+        with (memory.hold(cost) if memory is not None else contextlib.nullcontext()), open_image(data) as img:
             return _prepare_open(img, data, policy, budget)
     except ServiceError:
         raise
@@ -191,6 +233,7 @@ def prepare_image(data: bytes, policy: MediaPolicy, budget: PixelBudget,
 
 def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: PixelBudget) -> NormalizedImage:
     fmt = img.format
+    check_tiles(img)
     if fmt not in ACCEPTED_FORMATS:
         raise ServiceError(ErrorKind.UNSUPPORTED_MEDIA, f"Image format {fmt} is not accepted; send JPEG, PNG, "
                            "WebP, GIF, BMP, TIFF or AVIF.")

@@ -18,6 +18,11 @@ _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")    # deprecated ::a.b.c.d
 # Never fetched from: local-use NAT64 (RFC 8215), Teredo (its addresses can embed any
 # IPv4 host behind a relay), and the deprecated site-local range, which Python calls global.
 _REFUSED_V6 = tuple(ipaddress.ip_network(n) for n in ("64:ff9b:1::/48", "2001::/32", "fec0::/10"))
+# IANA special-purpose ranges that Python 3.11's `is_global` still calls global (e.g.
+# 192.0.0.192, a cloud's instance-metadata address; SIIT; documentation; segment routing).
+_SPECIAL_PURPOSE = tuple(ipaddress.ip_network(n) for n in (
+    "192.0.0.0/24", "198.18.0.0/15", "240.0.0.0/4", "::ffff:0:0:0/96", "100::/64", "2001:db8::/32",
+    "3fff::/20", "5f00::/16"))
 
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -33,6 +38,8 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 def is_public(ip: Address) -> bool:
     """A public unicast address, whatever form it is written in."""
+    if any(ip.version == net.version and ip in net for net in _SPECIAL_PURPOSE):
+        return False
     if isinstance(ip, ipaddress.IPv6Address):
         if any(ip in net for net in _REFUSED_V6):
             return False
@@ -43,6 +50,13 @@ def is_public(ip: Address) -> bool:
 
 # A per-request `detail: "low"` asks for at most this many visual tokens.
 LOW_DETAIL_TOKENS = 256
+
+
+def _idna(name: str) -> str:
+    try:
+        return name.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return name
 
 
 @dataclass(frozen=True)
@@ -116,11 +130,13 @@ class MediaPolicy:
         return is_public(ip)
 
     def check_domain(self, host: str) -> None:
-        """Operator's allow/deny lists; a domain matches itself and its subdomains."""
+        """Operator's allow/deny lists; a domain matches itself and its subdomains, whether
+        either is written in Unicode or in its IDNA (punycode) form."""
         host = host.lower().rstrip(".")
+        forms = {host, _idna(host)}
 
         def matches(domain: str) -> bool:
-            return host == domain or host.endswith("." + domain)
+            return any(h == d or h.endswith("." + d) for h in forms for d in (domain, _idna(domain)))
 
         if any(matches(d) for d in self.denied_domains):
             raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, f"Fetching from {host} is denied by this server's "
