@@ -17,14 +17,13 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ErrorKind, ServiceError
 from .encoding import to_data_url, too_large
+from .memory import DecodeMemory, peak_bytes_per_pixel
 from .policy import MediaPolicy, PixelBudget
 
 # Pillow format name → MIME type, for every format we accept.
@@ -120,7 +119,7 @@ def probe_image(data: bytes, policy: MediaPolicy, budget: PixelBudget) -> ImageP
         with open_image(data) as img:
             raw_w, raw_h = img.size
             orientation = _orientation(img)
-            per_pixel, scalable = _bytes_per_pixel(img)
+            per_pixel, scalable = peak_bytes_per_pixel(img)
             check_tiles(img)
     except Exception:
         return None
@@ -147,24 +146,6 @@ def open_image(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data), formats=_OPENERS)
 
 
-# Peak bytes per pixel while decoding and shrinking, measured per format (8000x8000 images:
-# RGBA PNG ~5, lossless WebP ~16, AVIF ~14, 16-bit ~10, progressive or CMYK JPEG ~8 at
-# full scale since draft cannot shrink their coefficient buffers).
-_PEAK_BYTES = {"WEBP": 16, "AVIF": 14}
-
-
-def _bytes_per_pixel(img: Image.Image) -> tuple[int, bool]:
-    """(peak bytes per pixel, whether JPEG draft scaling applies)."""
-    if img.format in ("JPEG", "MPO"):
-        progressive = img.info.get("progressive") or img.info.get("progression")
-        if progressive or img.mode == "CMYK":
-            return 8, False
-        return 5, True
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return 10, False
-    return _PEAK_BYTES.get(img.format or "", 5), False
-
-
 def check_tiles(img: Image.Image) -> None:
     """A TIFF whose tiles or strips are far larger than the image makes libtiff allocate
     a whole tile however small the picture: refused."""
@@ -180,33 +161,6 @@ def check_tiles(img: Image.Image) -> None:
 
 
 _TILE_WIDTH, _TILE_LENGTH, _ROWS_PER_STRIP = 322, 323, 278
-
-
-class DecodeMemory:
-    """A budget of bytes that image decoding may hold at once, across all requests.
-
-    A job waits (in its worker thread) until its share is free; one larger than the
-    whole budget runs alone.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-        self._changed = threading.Condition()
-
-    @contextlib.contextmanager
-    def hold(self, cost: int) -> Iterator[None]:
-        cost = min(cost, self.limit)
-        with self._changed:
-            while self.held + cost > self.limit:
-                self._changed.wait()
-            self.held += cost
-        try:
-            yield
-        finally:
-            with self._changed:
-                self.held -= cost
-                self._changed.notify_all()
 
 
 def prepare_image(data: bytes, policy: MediaPolicy, budget: PixelBudget,

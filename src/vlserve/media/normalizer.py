@@ -13,8 +13,9 @@ import aiohttp
 from ..errors import ErrorKind, ServiceError
 from .encoding import decode_base64, parse_data_url, too_large
 from .fetch import fetch
-from .images import DecodeMemory, NormalizedImage, looks_like_image, prepare_image, probe_image
+from .images import NormalizedImage, looks_like_image, prepare_image, probe_image
 from .local_files import read_local, refused
+from .memory import DecodeMemory
 from .policy import ImageHints, MediaPolicy
 from .video import NormalizedVideo, prepare_video, video_mime
 
