@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
+
+# Where one SSE event ends: a blank line ("\n\n", or "\r\n\r\n" from servers that use CRLF).
+EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 
 async def iter_events(chunks: AsyncIterable[bytes]) -> AsyncGenerator[dict[str, Any] | None, None]:

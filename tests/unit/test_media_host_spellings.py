@@ -123,3 +123,20 @@ def test_domain_lists_match_unicode_and_punycode_spellings(entry, url_host):
     with pytest.raises(ServiceError) as info:
         check_url(parse_url(f"http://{url_host}/x.png"), policy(MEDIA_DENIED_DOMAINS=entry))
     assert info.value.kind is ErrorKind.IMAGE_FETCH_REFUSED and "denied" in info.value.message
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "169.254.169.254", "::1", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe"])
+async def test_the_socket_factory_refuses_a_private_address_whatever_checked_it_before(address):
+    """The last line: even a connect the URL check and the resolver let through (a literal
+    some parser normalised, a rebinding race) never gets a socket to a private address."""
+    import socket
+
+    from vlserve.media.fetch import GuardedResolver, RefusedAddress, guarded_socket_factory
+
+    the_policy = policy(MEDIA_ALLOW_PRIVATE_HOSTS="127.0.0.2")
+    make_socket = guarded_socket_factory(the_policy, GuardedResolver(the_policy))
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with pytest.raises(RefusedAddress):
+        make_socket((family, socket.SOCK_STREAM, 6, "", (address, 80)))
+    allowed = make_socket((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", 80)))
+    allowed.close()

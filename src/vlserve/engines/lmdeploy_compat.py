@@ -14,14 +14,13 @@ and a recording of 0.18.0 (tests/fixtures/lmdeploy-0.18.0/):
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from ..errors import ErrorKind, ServiceError
+from ..sse import EVENT_END
 from .upstream_errors import upstream_error
 
 _MARKER = b'"error'  # in every event that may need translating; absent from ordinary chunks
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 
 def check_completion(body: Any) -> None:
@@ -57,7 +56,7 @@ def _error_event(payload: dict[str, Any]) -> ServiceError | None:
 
 def usage_in(events: bytes, report: Any) -> None:
     """Hand the last `usage` object found in these SSE events to `report`."""
-    for event in reversed(_EVENT_END.split(events)):
+    for event in reversed(EVENT_END.split(events)):
         if event.startswith(b"data: {"):
             try:
                 usage = json.loads(event[6:]).get("usage")
@@ -92,7 +91,7 @@ class StreamTranslator:
         if _MARKER not in ready:
             return ready
         out = []
-        for event in _EVENT_END.split(ready)[:-1]:
+        for event in EVENT_END.split(ready)[:-1]:
             translated = self._translate(event)
             out.append(translated)
             if self.failed:

@@ -12,14 +12,13 @@ from its first event (the reasoning can't be taken back once sent as content).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
+from ..sse import EVENT_END
 from .answer import THINK_CLOSE, THINK_OPEN, TOOL_OPEN, AnswerStream, parse_answer
 
 _TAGS = (TOOL_OPEN, THINK_OPEN, THINK_CLOSE)
 _TAG_BYTES = tuple(tag.encode() for tag in _TAGS)
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 
 def starts_in_reasoning(model: str) -> bool:
@@ -52,7 +51,7 @@ class StreamRewriter:
                 return events
             self.active = True
         out: list[bytes] = []
-        for event in _EVENT_END.split(events):
+        for event in EVENT_END.split(events):
             if event:
                 out += self._rewrite(event)
         return b"".join(event + b"\n\n" for event in out)
