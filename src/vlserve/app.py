@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from .admission import Admission
 from .app_state import AppState
@@ -75,5 +76,8 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
     app.include_router(ops.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), open_ops=settings.auth_open_ops)
+    if settings.cors_allow_origins:  # outside the key check: a browser's preflight carries no key
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
     app.add_middleware(Observe, metrics=metrics)  # outermost: 401s and 413s are counted and logged too
     return app

@@ -7,6 +7,7 @@ checks that the two agree.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -82,6 +83,7 @@ class Settings(BaseSettings):
     api_keys: CommaList = Field(default_factory=list, alias="API_KEYS", repr=False)
     api_keys_file: Path | None = Field(None, alias="API_KEYS_FILE")
     auth_open_ops: bool = Field(True, alias="AUTH_OPEN_OPS")
+    cors_allow_origins: CommaList = Field(default_factory=list, alias="CORS_ALLOW_ORIGINS")
     max_concurrent_requests: int = Field(64, ge=1, alias="MAX_CONCURRENT_REQUESTS")
     max_queued_requests: int = Field(256, ge=0, alias="MAX_QUEUED_REQUESTS")
     queue_timeout_s: float = Field(30.0, gt=0, alias="QUEUE_TIMEOUT_S")
@@ -117,12 +119,25 @@ class Settings(BaseSettings):
     upstream_guided_decoding: bool = Field(True, alias="UPSTREAM_GUIDED_DECODING")
 
     @field_validator("lmdeploy_base_url", "media_allow_private_hosts", "media_allowed_domains",
-                     "media_denied_domains", "api_keys", mode="before")
+                     "media_denied_domains", "api_keys", "cors_allow_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        # A browser sends `scheme://host[:port]`, never a path: "https://a.example/" would
+        # silently match nothing.
+        out = []
+        for origin in origins:
+            origin = origin.rstrip("/")
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port] (or * for any)")
+            out.append(origin)
+        return out
 
     @field_validator("lmdeploy_base_url")
     @classmethod

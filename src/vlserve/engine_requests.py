@@ -17,9 +17,13 @@ from .config import Settings
 from .engines.base import EngineRequest
 from .errors import ErrorKind, ServiceError
 from .media import ImageHints, MediaNormalizer, NormalizedImage, NormalizedVideo, PixelBudget
-from .schemas import ChatCompletionRequest, SamplingFields
+from .schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 
 _MEDIA_TYPES = ("image_url", "video_url")
+
+# The completions API's own default (OpenAI's, vLLM's and LMDeploy's): an answer of 16
+# tokens unless max_tokens says otherwise, whichever engine serves it.
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 
 def sampling_dict(fields: SamplingFields) -> dict[str, Any]:
@@ -44,6 +48,12 @@ class RequestBuilder:
         request["model"] = self._catalog.resolve(body.model)
         budgets = await self._normalize_media(request["messages"])
         return EngineRequest(self._with_defaults(request), image_pixels=pixel_bounds(budgets))
+
+    def from_completion(self, body: CompletionRequest) -> EngineRequest:
+        request = body.model_dump(exclude_none=True)
+        request["model"] = self._catalog.resolve(body.model)
+        request.setdefault("max_tokens", min(COMPLETIONS_DEFAULT_MAX_TOKENS, self._settings.max_model_len - 1))
+        return EngineRequest(self._with_defaults(request), kind="text")
 
     async def images(self, sources: list[str | bytes]) -> list[NormalizedImage]:
         """The images of /infer and /analyze (references or uploaded bytes), refused

@@ -51,16 +51,16 @@ class Inference:
         self._open: set[EngineStream] = set()
 
     async def complete(self, request: EngineRequest, ctx: CallContext) -> dict[str, Any]:
-        """A whole chat completion, inside an admission place."""
+        """A whole answer, inside an admission place."""
         ctx.obs.model = request.model
-        result = await until_gone(self._admitted_chat(request), ctx)
+        result = await until_gone(self._admitted_answer(request), ctx)
         ctx.obs.add_usage(result.get("usage"))
         return result
 
-    async def _admitted_chat(self, request: EngineRequest) -> dict[str, Any]:
+    async def _admitted_answer(self, request: EngineRequest) -> dict[str, Any]:
         release = await self.admission.acquire()
         try:
-            return await self.engine.chat(request)
+            return await self.engine.complete(request)
         finally:
             release()
 

@@ -1,4 +1,4 @@
-"""Builders for OpenAI's chat completion objects and SSE framing."""
+"""Builders for OpenAI's chat and text completion objects and SSE framing."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 DONE = b"data: [DONE]\n\n"
 
 
-def completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex
+def completion_id(kind: str = "chat") -> str:
+    return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
 
 
 def sse(obj: dict[str, Any]) -> bytes:
@@ -23,26 +23,42 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def completion(cid: str, model: str, message: dict[str, Any], finish_reason: str,
-               usage_: dict[str, int]) -> dict[str, Any]:
-    return {
-        "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
-        "usage": usage_,
-    }
+def chat_choice(index: int, message: dict[str, Any], finish_reason: str,
+                logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def text_choice(index: int, text: str, finish_reason: str | None,
+                logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def completion(cid: str, model: str, choices: list[dict[str, Any]], usage_: dict[str, int],
+               kind: str = "chat") -> dict[str, Any]:
+    """A whole answer: `chat.completion`, or `text_completion` for the completions API."""
+    return {"id": cid, "object": "chat.completion" if kind == "chat" else "text_completion",
+            "created": int(time.time()), "model": model, "choices": choices, "usage": usage_}
 
 
 def chunk(cid: str, model: str, delta: dict[str, Any], finish_reason: str | None,
-          with_usage_field: bool) -> dict[str, Any]:
+          with_usage_field: bool, index: int = 0, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
     }
     if with_usage_field:
         obj["usage"] = None
     return obj
 
 
-def usage_chunk(cid: str, model: str, usage_: dict[str, int]) -> dict[str, Any]:
-    return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": model, "choices": [], "usage": usage_}
+def text_chunk(cid: str, model: str, choice: dict[str, Any], with_usage_field: bool) -> dict[str, Any]:
+    obj: dict[str, Any] = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
+                           "choices": [choice]}
+    if with_usage_field:
+        obj["usage"] = None
+    return obj
+
+
+def usage_chunk(cid: str, model: str, usage_: dict[str, int], kind: str = "chat") -> dict[str, Any]:
+    return {"id": cid, "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
+            "created": int(time.time()), "model": model, "choices": [], "usage": usage_}

@@ -26,6 +26,9 @@ def secured(tiny_model_dir, tmp_path_factory):
 
 ROUTES = [
     ("GET", "/v1/models", {}),
+    ("GET", "/v1/models/qwen3-vl-tiny-random", {}),
+    ("POST", "/v1/completions", {"json": {"model": "qwen3-vl-tiny-random", "max_tokens": 2, "prompt": "hi"}}),
+    ("POST", "/v1/responses", {"json": {"model": "qwen3-vl-tiny-random", "max_output_tokens": 2, "input": "hi"}}),
     ("POST", "/v1/chat/completions", {"json": {"model": "qwen3-vl-tiny-random", "max_tokens": 2,
                                                "messages": [{"role": "user", "content": "hi"}]}}),
     ("POST", "/infer", {"json": {"prompt": "hi", "max_tokens": 2}}),

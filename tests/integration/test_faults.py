@@ -219,6 +219,26 @@ def test_faults_after_the_stream_started_end_with_an_error_event(gateway, model,
     assert final_event(resp)["error"]["code"] == code
 
 
+@pytest.mark.parametrize("model, code", [("stall", "upstream_timeout"), ("cut", "bad_gateway")])
+def test_a_broken_responses_stream_ends_with_error_and_response_failed(gateway, model, code):
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+    events = list(client.responses.create(model=model, input="x", stream=True))
+    assert [event.type for event in events[-2:]] == ["error", "response.failed"]
+    assert events[-2].code == code and events[-1].response.error.code == code
+    assert events[-1].response.status == "failed"
+    assert released(gateway), held(gateway)
+
+
+def test_a_client_that_leaves_a_responses_stream_gives_everything_back(gateway, upstream):
+    with httpx.stream("POST", f"{gateway.url}/v1/responses", timeout=10,
+                      json={"model": "endless", "stream": True, "input": "x"}) as resp:
+        assert resp.status_code == 200
+        chunks = resp.iter_bytes()
+        next(chunks), next(chunks)
+        assert held(gateway) == (1, 1, 1)
+    assert released(gateway), held(gateway)
+
+
 def test_the_sdk_raises_on_a_broken_stream(gateway):
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
     with pytest.raises(openai.APIError):

@@ -78,21 +78,21 @@ async def error_of(awaitable) -> ServiceError:
 
 
 async def test_a_healthy_answer_passes_through(engine):
-    assert (await engine.chat(request("m")))["choices"][0]["message"]["content"] == "ok"
+    assert (await engine.complete(request("m")))["choices"][0]["message"]["content"] == "ok"
     assert "m" in engine.status().models
 
 
 async def test_slow_upstream_is_504(engine):
-    assert (await error_of(engine.chat(request("slow")))).kind is ErrorKind.UPSTREAM_TIMEOUT
+    assert (await error_of(engine.complete(request("slow")))).kind is ErrorKind.UPSTREAM_TIMEOUT
 
 
 async def test_upstream_500_is_502(engine):
-    error = await error_of(engine.chat(request("error500")))
+    error = await error_of(engine.complete(request("error500")))
     assert error.status == 502 and "500" in error.message
 
 
 async def test_non_json_answer_is_502(engine):
-    assert (await error_of(engine.chat(request("garbage")))).status == 502
+    assert (await error_of(engine.complete(request("garbage")))).status == 502
 
 
 @pytest.mark.parametrize("fault, kind", [("midstream", "bad_gateway"), ("stall", "upstream_timeout")])
@@ -107,5 +107,5 @@ async def test_stream_failures_end_with_an_error_event(engine, fault, kind):
 
 async def test_upstream_gone_is_503(upstream, engine):
     await upstream[0].cleanup()  # the engine stops listening after it was found ready
-    error = await error_of(engine.chat(request("m")))
+    error = await error_of(engine.complete(request("m")))
     assert error.kind is ErrorKind.ENGINE_UNAVAILABLE and error.headers.get("Retry-After")

@@ -66,14 +66,14 @@ def request(model: str, stream: bool = False) -> EngineRequest:
 
 
 async def test_a_raw_tool_call_in_a_whole_answer(engine):
-    choice = (await engine.chat(request("qwen3-vl")))["choices"][0]
+    choice = (await engine.complete(request("qwen3-vl")))["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == "Let me look."
     call = choice["message"]["tool_calls"][0]
     assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {"city": "Paris"}
 
 
 async def test_raw_reasoning_in_a_whole_answer(engine):
-    message = (await engine.chat(request("qwen3-vl-thinking")))["choices"][0]["message"]
+    message = (await engine.complete(request("qwen3-vl-thinking")))["choices"][0]["message"]
     assert message["content"] == "It is sunny." and message["reasoning_content"] == "The user wants the weather."
 
 

@@ -22,13 +22,14 @@ log = logging.getLogger("vlserve.engine")
 
 @dataclass
 class EngineRequest:
-    """One chat completion for an engine.
+    """One chat completion (or completions-API prompt) for an engine.
 
     `body` is what the client asked for (unknown fields pass through). The rest is what
     the gateway adds: optional, so an engine that can't use a hint leaves it out.
     """
 
     body: dict[str, Any]
+    kind: str = "chat"  # "chat" (messages) or "text" (the completions API: a raw prompt)
     image_pixels: tuple[int, int] | None = None  # (min, max) pixels the images were prepared for
     json_schema: dict[str, Any] | None = None     # the answer should validate against this (guided decoding)
 
@@ -72,11 +73,11 @@ class Engine(Protocol):
     def status(self) -> EngineStatus:
         """Cheap readiness snapshot, safe to call every second."""
 
-    async def chat(self, request: EngineRequest) -> dict[str, Any]:
-        """A non-streaming chat completion (OpenAI `chat.completion` object)."""
+    async def complete(self, request: EngineRequest) -> dict[str, Any]:
+        """A whole answer: OpenAI's `chat.completion` object, or `text_completion` for kind "text"."""
 
     async def open_stream(self, request: EngineRequest) -> EngineStream:
-        """Start a streaming chat completion.
+        """Start a streaming answer (chat, or the completions API's for kind "text").
 
         Failures that happen before the first byte (bad request, engine down, no place in
         the engine's queue) raise ServiceError here, so the gateway can still answer with

@@ -1,5 +1,6 @@
-"""Between OpenAI-shaped requests and transformers' `generate()`: messages and images in,
-sampling arguments, and token ids streamed out of the worker thread."""
+"""Between OpenAI-shaped requests and transformers' `generate()`: what the local engine
+accepts, messages and images in, sampling arguments, and token ids streamed out of the
+worker thread."""
 
 from __future__ import annotations
 
@@ -10,14 +11,21 @@ import logging
 from typing import Any
 
 from ..errors import ErrorKind, ServiceError
+from .base import EngineRequest
+from .token_scores import TokenScorer
 
 log = logging.getLogger("vlserve.local")
 
-class QueueStreamer:
-    """A transformers streamer that hands each generated token id to the event loop."""
+LOCAL_MAX_CHOICES = 8  # choices are generated one after another in one turn: n is bounded
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+class QueueStreamer:
+    """A transformers streamer that hands each generated token id to the event loop,
+    with its log-probability when a scorer is recording them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue,
+                 scorer: TokenScorer | None = None) -> None:
         self._loop, self._queue = loop, queue
+        self._scorer = scorer
         self._seen_prompt = False
 
     def put(self, value) -> None:
@@ -25,7 +33,8 @@ class QueueStreamer:
             self._seen_prompt = True
             return
         for token in value.reshape(-1).tolist():
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, token)
+            score = self._scorer.score(token) if self._scorer else None
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (token, score))
 
     def end(self) -> None:
         pass
@@ -104,3 +113,48 @@ def to_processor_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str
                 parts.append({"type": "image"})
         out.append({**message, "role": role, "content": parts})
     return out, images
+
+
+def check_local_options(body: dict[str, Any], kind: str) -> None:
+    """What the local engine cannot do is refused, naming the field, never ignored."""
+    choices = int(body.get("n") or 1)
+    if choices > LOCAL_MAX_CHOICES:
+        raise ServiceError(ErrorKind.BAD_REQUEST, f"n={choices}: the local engine generates at most "
+                           f"{LOCAL_MAX_CHOICES} choices per request, one after another.", param="n")
+    if kind != "text":
+        return
+    if body.get("suffix"):
+        raise ServiceError(ErrorKind.BAD_REQUEST, "suffix (fill-in-the-middle) is not supported by the local "
+                           "engine.", param="suffix")
+    if (body.get("best_of") or choices) != choices:
+        raise ServiceError(ErrorKind.BAD_REQUEST, "best_of is not supported by the local engine; use n.",
+                           param="best_of")
+    if body.get("echo") and body.get("logprobs") is not None:
+        raise ServiceError(ErrorKind.BAD_REQUEST, "echo with logprobs (the prompt's own log-probabilities) is "
+                           "not supported by the local engine.", param="echo")
+
+
+def one_prompt(prompt: Any) -> str:
+    """The completions API's prompt as one string (one prompt per request here)."""
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        return prompt[0]
+    if isinstance(prompt, str):
+        return prompt
+    raise ServiceError(ErrorKind.BAD_REQUEST, "The local engine takes one text prompt per request (a string); "
+                       "send several prompts as several requests, and text rather than token ids.", param="prompt")
+
+
+def top_logprobs(body: dict[str, Any], kind: str) -> int | None:
+    """How many alternatives to report per token, or None for no log-probabilities."""
+    if kind == "text":  # the completions API: `logprobs` is the number of alternatives
+        value = body.get("logprobs")
+        return None if value is None else int(value)
+    return int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+
+
+def with_hints(request: EngineRequest) -> dict[str, Any]:
+    """The body, with the gateway's schema hint as a constraint unless the client set one."""
+    if request.json_schema is None or request.body.get("response_format"):
+        return request.body
+    return {**request.body, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "extraction", "schema": request.json_schema}}}

@@ -28,11 +28,12 @@ def check_completion(body: Any) -> None:
     if not isinstance(body, dict):
         raise ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine's answer was not a JSON object.")
     choice = (body.get("choices") or [{}])[0] or {}
-    message = choice.get("message") or {}
+    # A chat answer's text is in `message.content`, the completions API's in `text`.
+    text = (choice.get("message") or {}).get("content") or choice.get("text")
     if choice.get("finish_reason") == "error":
-        raise ServiceError(ErrorKind.UPSTREAM_ERROR, f"The engine failed: {message.get('content') or 'no detail'}")
+        raise ServiceError(ErrorKind.UPSTREAM_ERROR, f"The engine failed: {text or 'no detail'}")
     usage = body.get("usage") or {}
-    if choice.get("finish_reason") == "length" and not message.get("content") and usage.get("completion_tokens") == 0:
+    if choice.get("finish_reason") == "length" and not text and usage.get("completion_tokens") == 0:
         raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt ({usage.get('prompt_tokens', '?')} tokens, images "
                            "included) leaves no room to answer in the engine's context (its session length).",
                            param="messages")

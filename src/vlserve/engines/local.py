@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +23,24 @@ from ..admission import Admission
 from ..config import Settings
 from ..errors import ErrorKind, ServiceError
 from ..tiny_model import TINY_MODEL_NAME, ensure_tiny_model, is_tiny_checkpoint
-from .answer import THINK_OPEN, AnswerStream, parse_answer
+from .answer import THINK_OPEN
 from .base import EngineRequest, EngineStatus, EngineStream
 from .constraints import Constrainer, chosen_tools
-from .generation import QueueStreamer, consume_exception, eos_ids, sampling_kwargs, text_length, to_processor_messages
-from .text_stream import IncrementalDecoder, StopMatcher
+from .generation import (
+    check_local_options,
+    one_prompt,
+    sampling_kwargs,
+    text_length,
+    to_processor_messages,
+    top_logprobs,
+    with_hints,
+)
+from .local_generate import PreparedPrompt, TokenGenerator
+from .local_output import AnswerShape, Generated, StreamedChoice, whole_answer
+from .token_scores import LogprobFormatter
 
 log = logging.getLogger("vlserve.local")
 
-
-@dataclass
-class PreparedPrompt:
-    inputs: Any  # BatchFeature of tensors
-    prompt_tokens: int
-    max_new_tokens: int
-    sampling: dict[str, Any]
-    stop: list[str]
-    seed: int | None
-    tools: bool = False                   # tool definitions reached the template: parse <tool_call> blocks
-    in_reasoning: bool = False            # the template opened <think>: the answer starts in reasoning
-    logits_processor: Any = None          # constrained decoding (constraints.py), or None
 
 class LocalEngine:
     def __init__(self, settings: Settings) -> None:
@@ -63,7 +59,8 @@ class LocalEngine:
         self._max_len = settings.max_model_len
         self._max_token_chars = 1
         self._constrainer: Constrainer
-        self._generating = False  # set by the worker thread while model.generate() runs
+        self._formatter: LogprobFormatter
+        self._generator: TokenGenerator | None = None
 
     def _default_model_id(self) -> str:
         if self._is_tiny:
@@ -105,6 +102,8 @@ class LocalEngine:
         # at least as many symbols as the text it decodes to has characters).
         self._max_token_chars = max(len(token) for token in self._processor.tokenizer.get_vocab())
         self._constrainer = Constrainer(self._processor.tokenizer, text_config.vocab_size)
+        self._formatter = LogprobFormatter(self._processor.tokenizer)
+        self._generator = TokenGenerator(self._model, self._processor.tokenizer, self._worker)
 
     async def close(self) -> None:
         if self._load_task:
@@ -115,12 +114,17 @@ class LocalEngine:
         info = {"engine": "local", "device": self._device, "max_model_len": self._max_len,
                 "random_weights": self._is_tiny,
                 "requests_in_engine": self._turns.active + self._turns.queued,
-                "generating": self._generating}
+                "generating": bool(self._generator and self._generator.generating)}
         if self._model is not None:
             return EngineStatus(True, "ready", [self._model_id], info=info)
         if self._load_error:
             return EngineStatus(False, f"model failed to load: {self._load_error}", info=info)
         return EngineStatus(False, "model is loading", info=info)
+
+    @property
+    def _loaded(self) -> TokenGenerator:
+        assert self._generator is not None, "requests are prepared only once the model is loaded"
+        return self._generator
 
     def _require_ready(self) -> None:
         if self._model is None:
@@ -129,184 +133,123 @@ class LocalEngine:
                                headers={"Retry-After": "5"})
 
     # --- requests ---------------------------------------------------------------------
-    async def chat(self, request: EngineRequest) -> dict[str, Any]:
-        prepared = await self._prepare(_with_hints(request))
+    async def complete(self, request: EngineRequest) -> dict[str, Any]:
+        prepared = await self._prepare(request)
         release = await self._turns.acquire()
-        try:
-            parts, finish, completion_tokens = [], "length", 0
-            async with aclosing(self._generate(prepared)) as pieces:
-                async for piece, finish_reason, n in pieces:
-                    parts.append(piece)
-                    completion_tokens = n
-                    finish = finish_reason or finish
+        try:  # the choices are generated one after another, in one turn
+            results = [await self._generate_whole(prepared, seeded=index == 0) for index in range(prepared.choices)]
         finally:
             release()
-        answer = parse_answer("".join(parts), prepared.in_reasoning, prepared.tools)
-        finish = "tool_calls" if answer.tool_calls else finish
-        return oai.completion(oai.completion_id(), request.model, answer.message(self._keep_reasoning), finish,
-                              oai.usage(prepared.prompt_tokens, completion_tokens))
+        return whole_answer(prepared.shape, self._formatter, results, prepared.prompt_tokens)
+
+    async def _generate_whole(self, prepared: PreparedPrompt, seeded: bool) -> Generated:
+        result = Generated("", "length", 0)
+        parts = []
+        async with aclosing(self._loaded.generate(prepared, seeded)) as steps:
+            async for step in steps:
+                parts.append(step.piece)
+                result.tokens = step.tokens
+                result.scores += step.scores
+                result.finish = step.finish or result.finish
+        result.text = "".join(parts)
+        return result
 
     async def open_stream(self, request: EngineRequest) -> EngineStream:
-        prepared = await self._prepare(_with_hints(request))
+        prepared = await self._prepare(request)
         include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
         release = await self._turns.acquire()  # held until the stream is closed
 
         def report(usage: dict[str, int]) -> None:
             stream.usage = usage
 
-        stream = EngineStream(self._stream(request.model, prepared, include_usage, report), on_close=release)
+        stream = EngineStream(self._stream(prepared, include_usage, report), on_close=release)
         return stream
 
-    async def _stream(self, model: str, prepared: PreparedPrompt, include_usage: bool,
+    async def _stream(self, prepared: PreparedPrompt, include_usage: bool,
                       report_usage: Callable[[dict[str, int]], None]) -> AsyncIterator[bytes]:
-        cid = oai.completion_id()
-        completion_tokens, finish = 0, "length"
-        answer = AnswerStream(prepared.in_reasoning, prepared.tools)
+        shape = prepared.shape
+        cid = oai.completion_id(shape.kind)
+        completion_tokens = 0
+        try:
+            for index in range(prepared.choices):
+                choice = StreamedChoice(shape, self._formatter, cid, index, include_usage)
+                for event in choice.start():
+                    yield event
+                finish, tokens = "length", 0
+                async with aclosing(self._loaded.generate(prepared, seeded=index == 0)) as steps:
+                    async for step in steps:
+                        for event in choice.feed(step.piece, step.scores):
+                            yield event
+                        finish, tokens = step.finish or finish, step.tokens
+                completion_tokens += tokens
+                for event in choice.finish(finish):
+                    yield event
+        except ServiceError as exc:  # the response has started: the error is its last event
+            yield exc.sse_event()
+            return
+        except Exception:
+            log.exception("generation failed mid-stream")
+            yield ServiceError(ErrorKind.INTERNAL, "Generation failed; it has been logged.").sse_event()
+            return
+        usage = oai.usage(prepared.prompt_tokens, completion_tokens)
+        report_usage(usage)
+        if include_usage:
+            yield oai.sse(oai.usage_chunk(cid, shape.model, usage, shape.kind))
+        yield oai.DONE
 
-        def chunks_of(deltas: list[dict[str, Any]]) -> list[bytes]:
-            if not self._keep_reasoning:
-                deltas = [d for d in deltas if "reasoning_content" not in d]
-            return [oai.sse(oai.chunk(cid, model, delta, None, include_usage)) for delta in deltas]
-
-        async with aclosing(self._generate(prepared)) as pieces:
-            yield oai.sse(oai.chunk(cid, model, {"role": "assistant", "content": ""}, None, include_usage))
-            try:
-                async for piece, finish_reason, n in pieces:
-                    completion_tokens = n
-                    for chunk in chunks_of(answer.feed(piece)) if piece else []:
-                        yield chunk
-                    finish = finish_reason or finish
-                for chunk in chunks_of(answer.finish()):
-                    yield chunk
-                finish = "tool_calls" if answer.calls else finish
-            except ServiceError as exc:  # the response has started: the error is its last event
-                yield exc.sse_event()
-                return
-            except Exception:
-                log.exception("generation failed mid-stream")
-                yield ServiceError(ErrorKind.INTERNAL, "Generation failed; it has been logged.").sse_event()
-                return
-            yield oai.sse(oai.chunk(cid, model, {}, finish, include_usage))
-            report_usage(oai.usage(prepared.prompt_tokens, completion_tokens))
-            if include_usage:
-                yield oai.sse(oai.usage_chunk(cid, model, oai.usage(prepared.prompt_tokens, completion_tokens)))
-            yield oai.DONE
-
-    async def _prepare(self, request: dict[str, Any]) -> PreparedPrompt:
+    async def _prepare(self, request: EngineRequest) -> PreparedPrompt:
         self._require_ready()
-        if (request.get("n") or 1) > 1:
-            raise ServiceError(ErrorKind.BAD_REQUEST, "The local engine generates one choice per request (n=1).",
-                               param="n")
-        self._refuse_what_cannot_fit(request["messages"])
-        return await asyncio.to_thread(self._prepare_blocking, request)
+        body = with_hints(request)
+        if request.kind == "text":
+            body = {**body, "prompt": one_prompt(body["prompt"])}
+        check_local_options(body, request.kind)
+        self._refuse_what_cannot_fit(body, request.kind)
+        return await asyncio.to_thread(self._prepare_blocking, body, request.kind)
 
-    def _refuse_what_cannot_fit(self, messages: list[dict[str, Any]]) -> None:
+    def _refuse_what_cannot_fit(self, body: dict[str, Any], kind: str) -> None:
         """A prompt with more characters than the context could hold even at the longest
         token's length is refused before tokenising (which, for megabytes of text, takes
         seconds of CPU and gigabytes of memory): in well under a millisecond."""
-        chars = text_length(messages)
+        chars = len(body["prompt"]) if kind == "text" else text_length(body["messages"])
         most = self._max_len * self._max_token_chars
         if chars > most:
             raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt has {chars:,} characters; this model's "
                                f"context of {self._max_len} tokens (MAX_MODEL_LEN) holds at most {most:,}.",
-                               param="messages")
+                               param="prompt" if kind == "text" else "messages")
 
-    def _prepare_blocking(self, request: dict[str, Any]) -> PreparedPrompt:
-        messages, images = to_processor_messages(request["messages"])
-        _, tools = chosen_tools(request)
+    def _prompt_text(self, body: dict[str, Any], kind: str) -> tuple[str, list[Any], list[dict[str, Any]]]:
+        """The text the model continues, the images in it, and the tools it was shown."""
+        if kind == "text":  # the completions API: the client's text as it is, no template
+            return body["prompt"], [], []
+        messages, images = to_processor_messages(body["messages"])
+        _, tools = chosen_tools(body)
         text = self._processor.apply_chat_template(messages, tools=tools or None, tokenize=False,
                                                    add_generation_prompt=True)
-        in_reasoning = text.rstrip().endswith(THINK_OPEN)
+        return text, images, tools
+
+    def _prepare_blocking(self, body: dict[str, Any], kind: str) -> PreparedPrompt:
+        text, images, tools = self._prompt_text(body, kind)
+        in_reasoning = kind == "chat" and text.rstrip().endswith(THINK_OPEN)
         inputs = self._processor(text=[text], images=images or None, return_tensors="pt")
         prompt_tokens = int(inputs["input_ids"].shape[1])
         if prompt_tokens >= self._max_len:
             raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt is {prompt_tokens} tokens (images "
                                f"included); this model's context is {self._max_len} tokens (MAX_MODEL_LEN).",
-                               param="messages")
-        wanted = request.get("max_completion_tokens") or request.get("max_tokens") or self._settings.max_tokens
+                               param="prompt" if kind == "text" else "messages")
+        wanted = body.get("max_completion_tokens") or body.get("max_tokens") or self._settings.max_tokens
         # Documented clamp: never generate past the context window.
         max_new = max(1, min(int(wanted), self._max_len - prompt_tokens))
-        stop = request.get("stop") or []
-        sampling = sampling_kwargs(request)
-        if request.get("ignore_eos"):  # LMDeploy's and vLLM's field: generate exactly max_tokens
+        stop = body.get("stop") or []
+        sampling = sampling_kwargs(body)
+        if body.get("ignore_eos"):  # LMDeploy's and vLLM's field: generate exactly max_tokens
             sampling["min_new_tokens"] = max_new
+        top = top_logprobs(body, kind)
+        shape = AnswerShape(kind, str(body["model"]), tools=bool(tools), in_reasoning=in_reasoning,
+                            keep_reasoning=self._keep_reasoning, logprobs=top is not None,
+                            echo=body["prompt"] if kind == "text" and body.get("echo") else "")
         return PreparedPrompt(
             inputs=inputs.to(self._device), prompt_tokens=prompt_tokens, max_new_tokens=max_new,
             sampling=sampling, stop=[stop] if isinstance(stop, str) else list(stop),
-            seed=request.get("seed"), tools=bool(tools), in_reasoning=in_reasoning,
-            logits_processor=self._constrainer.logits_processor(request, in_reasoning),
+            seed=body.get("seed"), shape=shape, choices=int(body.get("n") or 1), top_logprobs=top,
+            logits_processor=self._constrainer.logits_processor(body, in_reasoning) if kind == "chat" else None,
         )
-
-    async def _generate(self, prepared: PreparedPrompt) -> AsyncGenerator[tuple[str, str | None, int], None]:
-        """Yield (text piece, finish_reason or None, completion tokens so far)."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-        streamer = QueueStreamer(loop, queue)
-        job = loop.run_in_executor(self._worker, self._generate_blocking, prepared, streamer, cancel)
-        decoder = IncrementalDecoder(self._processor.tokenizer)
-        stops = StopMatcher(prepared.stop)
-        eos = set(eos_ids(self._model))
-        count, finish = 0, None
-        try:
-            while True:
-                token = await queue.get()
-                if token is None:
-                    break
-                if token in eos:
-                    finish = "stop"
-                    continue
-                count += 1
-                piece, hit = stops.feed(decoder.add(token))
-                if hit:
-                    yield piece, "stop", count
-                    return
-                yield piece, None, count
-            await job  # re-raises a failure from the worker thread
-            tail, _ = stops.feed(decoder.flush())
-            yield tail + stops.flush(), finish or "length", count
-        finally:
-            cancel.set()
-            job.add_done_callback(consume_exception)
-
-    def _generate_blocking(self, prepared: PreparedPrompt, streamer, cancel: threading.Event) -> None:
-        import torch
-        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
-
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return cancel.is_set()
-
-        self._generating = True
-        try:
-            if prepared.seed is not None:
-                torch.manual_seed(prepared.seed)
-            with torch.inference_mode():
-                self._model.generate(
-                    **prepared.inputs, max_new_tokens=prepared.max_new_tokens, streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_Cancelled()]),
-                    logits_processor=LogitsProcessorList([prepared.logits_processor] if prepared.logits_processor
-                                                         else []),
-                    **prepared.sampling,
-                )
-        except ValueError as exc:  # transformers' checks of the sampling settings
-            raise ServiceError(ErrorKind.BAD_REQUEST, f"The sampling settings were refused: {exc}") from None
-        except RuntimeError as exc:
-            if "probability tensor" in str(exc):  # sampling settings that overflow to inf/nan
-                raise ServiceError(ErrorKind.BAD_REQUEST, "The sampling settings made the probabilities "
-                                   "invalid (inf or nan); use less extreme values.") from None
-            if isinstance(exc, torch.OutOfMemoryError):
-                raise ServiceError(ErrorKind.ENGINE_UNAVAILABLE, "The engine ran out of memory for this "
-                                   "request; try fewer or smaller images or a shorter answer.") from None
-            raise
-        finally:
-            self._generating = False
-            streamer.finish()
-
-
-def _with_hints(request: EngineRequest) -> dict[str, Any]:
-    """The body, with the gateway's schema hint as a constraint unless the client set one."""
-    if request.json_schema is None or request.body.get("response_format"):
-        return request.body
-    return {**request.body, "response_format": {"type": "json_schema", "json_schema": {
-        "name": "extraction", "schema": request.json_schema}}}

@@ -1,4 +1,5 @@
-"""UpstreamEngine: forwards chat completions to OpenAI-compatible servers (LMDeploy, vLLM, ...).
+"""UpstreamEngine: forwards chat completions (and the completions API) to OpenAI-compatible
+servers (LMDeploy, vLLM, ...).
 
 One pooled aiohttp session for the life of the app. Streams are relayed as the raw bytes
 the upstream sends, chunk by chunk as they arrive, after its status has been checked; a
@@ -39,6 +40,9 @@ from .upstream_dialect import UpstreamDialect
 from .upstream_errors import transport_error, upstream_error
 
 log = logging.getLogger("vlserve.upstream")
+
+
+_PATHS = {"chat": "/v1/chat/completions", "text": "/v1/completions"}
 
 
 class _TryAgain(Exception):
@@ -86,7 +90,7 @@ class UpstreamEngine:
                             {"engine": "upstream"})
 
     # --- requests ---------------------------------------------------------------------
-    async def chat(self, request: EngineRequest) -> dict[str, Any]:
+    async def complete(self, request: EngineRequest) -> dict[str, Any]:
         # A non-streamed answer arrives whole: LMDEPLOY_TIMEOUT_S bounds it all.
         timeout = aiohttp.ClientTimeout(total=self._settings.lmdeploy_timeout_s,
                                         sock_connect=self._settings.upstream_connect_timeout_s)
@@ -101,7 +105,7 @@ class UpstreamEngine:
         except ValueError:
             raise ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine sent a response that is not JSON.") from None
         check_completion(completion)
-        return rewrite_completion(completion)
+        return rewrite_completion(completion) if request.kind == "chat" else completion
 
     async def open_stream(self, request: EngineRequest) -> EngineStream:
         settings = self._settings
@@ -113,7 +117,8 @@ class UpstreamEngine:
         def report(usage: dict[str, Any]) -> None:
             stream.usage = usage
 
-        stream = EngineStream(self._relay(resp, deadline, report, StreamRewriter(request.model)),
+        rewriter = StreamRewriter(request.model) if request.kind == "chat" else None
+        stream = EngineStream(self._relay(resp, deadline, report, rewriter),
                               on_close=resp.close, on_abort=resp.close)
         stream.add_close_callback(lease.release)
         return stream
@@ -144,7 +149,7 @@ class UpstreamEngine:
                        first_byte_s: float, may_fail_over: bool) -> aiohttp.ClientResponse:
         body, added = self._dialect.body_for(request, replica)
         try:
-            resp = await self._send(replica, body, timeout, first_byte_s)
+            resp = await self._send(replica, _PATHS[request.kind], body, timeout, first_byte_s)
         except ServiceError as exc:
             # A timeout may still be running there: only a refused connection is sent twice.
             if exc.kind is ErrorKind.ENGINE_UNAVAILABLE and may_fail_over:
@@ -162,13 +167,12 @@ class UpstreamEngine:
             raise _TryAgain(take_out=None)  # the same request without what it refused
         raise error
 
-    async def _send(self, replica: Replica, body: dict[str, Any], timeout: aiohttp.ClientTimeout,
+    async def _send(self, replica: Replica, path: str, body: dict[str, Any], timeout: aiohttp.ClientTimeout,
                     first_byte_s: float) -> aiohttp.ClientResponse:
         assert self._session is not None, "start() first"
         try:
             async with asyncio.timeout(first_byte_s):
-                return await self._session.post(f"{replica.base_url}/v1/chat/completions", json=body,
-                                                timeout=timeout)
+                return await self._session.post(f"{replica.base_url}{path}", json=body, timeout=timeout)
         except TimeoutError:
             raise ServiceError(ErrorKind.UPSTREAM_TIMEOUT, f"The model engine did not start answering within "
                                f"{first_byte_s:g} s.") from None
@@ -177,13 +181,13 @@ class UpstreamEngine:
 
     async def _relay(self, resp: aiohttp.ClientResponse, deadline: float,
                      report_usage: Callable[[dict[str, Any]], None],
-                     rewriter: StreamRewriter) -> AsyncIterator[bytes]:
+                     rewriter: StreamRewriter | None) -> AsyncIterator[bytes]:
         finished = done_seen = False
         translator = StreamTranslator()
         try:
             async for chunk in resp.content.iter_any():
                 out = translator.feed(chunk)
-                if out and not translator.failed:
+                if out and rewriter is not None and not translator.failed:
                     out = rewriter.feed(out)
                 if out:
                     done_seen = done_seen or b"[DONE]" in out

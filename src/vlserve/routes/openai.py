@@ -1,25 +1,44 @@
-"""OpenAI-compatible routes: /v1/models and /v1/chat/completions."""
+"""OpenAI-compatible routes: models, chat completions, completions and the Responses API.
+
+Each translates HTTP to one engine call (`Inference`) and back; the Responses API is
+translated onto the chat call (responses_api/), so every engine serves it.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 
-from ..schemas import ChatCompletionRequest
+from ..engines.base import EngineStream
+from ..errors import ErrorKind, ServiceError
+from ..responses_api import ResponseEvents, ResponsesRequest, from_completion, to_chat_request
+from ..schemas import ChatCompletionRequest, CompletionRequest
 from .deps import CallDep, CatalogDep, InferenceDep, RequestsDep
 from .streaming import EngineStreamResponse
 
 router = APIRouter(tags=["OpenAI-compatible"])
 
 
+def _model_card(model: str, created: int) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": created, "owned_by": "vlserve"}
+
+
 @router.get("/v1/models")
 async def list_models(catalog: CatalogDep) -> dict:
     created = int(time.time())
-    return {"object": "list", "data": [
-        {"id": model, "object": "model", "created": created, "owned_by": "vlserve"}
-        for model in catalog.advertised()]}
+    return {"object": "list", "data": [_model_card(model, created) for model in catalog.advertised()]}
+
+
+@router.get("/v1/models/{model:path}")
+async def retrieve_model(model: str, catalog: CatalogDep) -> dict:
+    if model not in catalog.advertised():
+        raise ServiceError(ErrorKind.MODEL_NOT_FOUND, f"The model {model!r} does not exist here; available: "
+                           f"{', '.join(catalog.advertised())}.", param="model")
+    return _model_card(model, int(time.time()))
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -29,3 +48,29 @@ async def chat_completions(body: ChatCompletionRequest, requests: RequestsDep, i
     if request.stream:
         return EngineStreamResponse(await inference.stream(request, call))
     return JSONResponse(await inference.complete(request, call))
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(body: CompletionRequest, requests: RequestsDep, inference: InferenceDep,
+                      call: CallDep) -> Response:
+    request = requests.from_completion(body)
+    if request.stream:
+        return EngineStreamResponse(await inference.stream(request, call))
+    return JSONResponse(await inference.complete(request, call))
+
+
+@router.post("/v1/responses", response_model=None)
+async def responses(body: ResponsesRequest, requests: RequestsDep, inference: InferenceDep,
+                    call: CallDep) -> Response:
+    try:
+        chat = ChatCompletionRequest.model_validate(to_chat_request(body))
+    except ValidationError as exc:  # what the translation could not make a valid chat request of
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ServiceError(ErrorKind.BAD_REQUEST, f"Invalid request: {where}: {error['msg']}") from None
+    request = await requests.from_chat(chat)
+    if not request.stream:
+        return JSONResponse(from_completion(body, await inference.complete(request, call)))
+    stream = await inference.stream(request, call)
+    events = ResponseEvents(body, request.model)
+    return EngineStreamResponse(EngineStream(events.translate(stream), on_close=stream.aclose))

@@ -1,0 +1,81 @@
+"""Log-probabilities of generated tokens, from the model's own scores.
+
+`TokenScorer` is a logits processor placed first in the list the local engine gives
+`generate()`: transformers runs custom processors before its sampling warpers
+(temperature, top-k, top-p) and before our constrained decoding, so what it sees is the
+model's distribution, which is what OpenAI and vLLM report. It keeps the last step's
+log-softmax; the streamer, called with the token sampled at that step, asks for that
+token's value and the top alternatives. Both run in the worker thread, one step at a
+time, so the two never race.
+
+The OpenAI shapes are built on the event loop from the numbers (`TokenLogprob`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat; the legacy completions API allows 5
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One sampled token: its id and log-probability, and the most likely alternatives."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+class TokenScorer:
+    """Logits processor that remembers the model's log-probabilities at each step."""
+
+    def __init__(self, top: int) -> None:
+        self._top = top
+        self._last: Any = None  # log-softmax over the vocabulary, rows = sequences
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        self._last = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def score(self, token: int, row: int = 0) -> TokenLogprob:
+        logprobs = self._last[row]
+        top: tuple[tuple[int, float], ...] = ()
+        if self._top:
+            values, ids = logprobs.topk(self._top)
+            top = tuple(zip(ids.tolist(), values.tolist(), strict=True))
+        return TokenLogprob(token, float(logprobs[token]), top)
+
+
+class LogprobFormatter:
+    """Token ids → the strings and bytes OpenAI reports for them."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+    def text(self, token: int) -> str:
+        return self._tokenizer.decode([token], skip_special_tokens=False)
+
+    def _entry(self, token: int, logprob: float) -> dict[str, Any]:
+        text = self.text(token)
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    def chat(self, scored: list[TokenLogprob]) -> dict[str, Any]:
+        """Chat completions' `logprobs` object for these tokens."""
+        return {"content": [{**self._entry(s.token, s.logprob),
+                             "top_logprobs": [self._entry(t, lp) for t, lp in s.top]} for s in scored],
+                "refusal": None}
+
+    def legacy(self, scored: list[TokenLogprob], offset: int) -> dict[str, Any]:
+        """The completions API's `logprobs` object; `offset` is where the text starts."""
+        tokens = [self.text(s.token) for s in scored]
+        offsets = []
+        for token in tokens:
+            offsets.append(offset)
+            offset += len(token)
+        return {"tokens": tokens, "token_logprobs": [s.logprob for s in scored],
+                "top_logprobs": [{self.text(t): lp for t, lp in s.top} for s in scored],
+                "text_offset": offsets}
