@@ -172,7 +172,15 @@ def test_chunked_trailers_count_as_headers(server):
 def test_a_pipelined_request_behind_a_slow_one_is_answered(server):
     """Found by review: the header timer was armed after the first answer even though the
     pipelined request had already been read, cutting it."""
-    slow = b'{"model": "qwen3-vl-tiny-random", "max_tokens": 400, "ignore_eos": true, "messages": [{"role": "user", "content": "go"}]}'
+    # Long enough to outlast the header timer whatever this machine's speed: from a sample.
+    started = time.monotonic()
+    httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
+        "model": "qwen3-vl-tiny-random", "max_tokens": 100, "ignore_eos": True,
+        "messages": [{"role": "user", "content": "go"}]}).raise_for_status()
+    per_token = (time.monotonic() - started) / 100
+    tokens = min(4000, int(3 * float(LIMITS["HTTP_HEADER_TIMEOUT_S"]) / per_token))
+    slow = (b'{"model": "qwen3-vl-tiny-random", "max_tokens": %d, "ignore_eos": true, '
+            b'"messages": [{"role": "user", "content": "go"}]}' % tokens)
     request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                b"Content-Length: %d\r\n\r\n%s" % (len(slow), slow))
     sock = connect(server)
