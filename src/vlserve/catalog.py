@@ -17,6 +17,12 @@ class ModelCatalog:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self._alias = settings.served_model_name
         self._engine = engine
+        self._configured_context = settings.max_model_len
+
+    def context_length(self) -> int:
+        """The context the engine enforces: what requests are checked against, and what
+        /health reports (the model's own limit when it is below MAX_MODEL_LEN)."""
+        return self._engine.status().max_model_len or self._configured_context
 
     def engine_models(self) -> list[str]:
         status = self._engine.status()

@@ -47,19 +47,20 @@ class RequestBuilder:
         request = body.model_dump(exclude_none=True, by_alias=True)
         request["model"] = self._catalog.resolve(body.model)
         budgets = await self._normalize_media(request["messages"])
+        request["messages"] = one_system_message(request["messages"])
         return EngineRequest(self._with_defaults(request), image_pixels=pixel_bounds(budgets))
 
     def from_completion(self, body: CompletionRequest) -> EngineRequest:
         request = body.model_dump(exclude_none=True)
         request["model"] = self._catalog.resolve(body.model)
-        request.setdefault("max_tokens", min(COMPLETIONS_DEFAULT_MAX_TOKENS, self._settings.max_model_len - 1))
+        request.setdefault("max_tokens", min(COMPLETIONS_DEFAULT_MAX_TOKENS, self._catalog.context_length() - 1))
         return EngineRequest(self._with_defaults(request), kind="text")
 
     async def images(self, sources: list[str | bytes]) -> list[NormalizedImage]:
         """The images of /infer and /analyze (references or uploaded bytes), refused
         from their headers when together they cannot fit the context."""
         self.media.check_count(len(sources))
-        return await self.media.images(sources, max_visual_tokens=self._settings.max_model_len)
+        return await self.media.images(sources, max_visual_tokens=self._catalog.context_length())
 
     def simple(self, *, prompt: str, images: list[NormalizedImage], system_prompt: str | None,
                model: str | None, sampling: dict[str, Any]) -> EngineRequest:
@@ -76,12 +77,14 @@ class RequestBuilder:
 
     def _with_defaults(self, request: dict[str, Any]) -> dict[str, Any]:
         settings = self._settings
+        context = self._catalog.context_length()
         limit = request.get("max_completion_tokens") or request.get("max_tokens")
-        if limit is not None and limit >= settings.max_model_len:
+        if limit is not None and limit >= context:
             raise ServiceError(ErrorKind.BAD_REQUEST, f"max_tokens={limit} does not fit in the model's context "
-                               f"of {settings.max_model_len} tokens (MAX_MODEL_LEN).", param="max_tokens")
+                               f"of {context} tokens (the smaller of MAX_MODEL_LEN and the model's own limit).",
+                               param="max_tokens")
         if limit is None:
-            request["max_tokens"] = min(settings.max_tokens, settings.max_model_len - 1)
+            request["max_tokens"] = min(settings.max_tokens, context - 1)
         request.setdefault("temperature", settings.temperature)
         request.setdefault("top_p", settings.top_p)
         if settings.top_k:
@@ -106,7 +109,7 @@ class RequestBuilder:
         video_parts = [part for part in parts if part["type"] == "video_url"]
         images, videos = await asyncio.gather(
             media.images([part["image_url"]["url"] for part in image_parts],
-                         [_hints(part["image_url"]) for part in image_parts], self._settings.max_model_len),
+                         [_hints(part["image_url"]) for part in image_parts], self._catalog.context_length()),
             asyncio.gather(*(media.video(part["video_url"]["url"]) for part in video_parts)))
         found: list[NormalizedImage | NormalizedVideo] = [*images, *videos]
         done = {id(part): result for part, result in zip([*image_parts, *video_parts], found, strict=True)}
@@ -117,6 +120,26 @@ class RequestBuilder:
             kept = {"detail": part[part["type"]]["detail"]} if part[part["type"]].get("detail") else {}
             part[part["type"]] = {"url": result.data_url, **kept}
         return [result.budget for result in results if isinstance(result, NormalizedImage)]
+
+
+def one_system_message(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every system and developer message joined, in order, into one at the start.
+
+    Qwen's chat templates (Qwen3-VL's, which LMDeploy and vLLM use too) render a system
+    message only as the first message: any other would be dropped without a word.
+    """
+    system = [m for m in messages if m.get("role") in ("system", "developer")]
+    if not system or (len(system) == 1 and messages[0] is system[0] and system[0]["role"] == "system"):
+        return messages
+    text = "\n\n".join(_text_of(m.get("content")) for m in system)
+    ids = {id(m) for m in system}
+    return [{"role": "system", "content": text}, *(m for m in messages if id(m) not in ids)]
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(part.get("text") or "" for part in content if isinstance(part, dict))
+    return content or ""
 
 
 def _check_media_roles(messages: list[dict[str, Any]]) -> None:

@@ -136,6 +136,17 @@ class CompletionRequest(SamplingFields):
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
 
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def _logprobs_is_a_count(cls, value: Any) -> Any:
+        # `false` means none (pydantic would read it as 0: one score per token); `true` has
+        # no count: this API's logprobs is the number of alternatives.
+        if value is False:
+            return None
+        if value is True:
+            raise ValueError("logprobs is the number of alternatives per token (0-20), not true")
+        return value
+
 
 class InferRequest(SamplingFields):
     prompt: str = Field(min_length=1, description="What to ask or say.")

@@ -179,3 +179,39 @@ def test_openai_agents_default_model_runs_a_tool_turn(gateway):
 
     assert asyncio.run(run()) == ("sunny", "sunny")
     assert len(cities) == 2
+
+
+def test_a_replayed_answer_with_text_and_a_call_is_one_assistant_turn(gateway):
+    client = client_for(gateway)
+    call = {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}
+    replay = client.responses.create(model=MODEL, tools=[WEATHER_TOOL], max_output_tokens=1, input=[
+        {"role": "user", "content": "Weather?"},
+        {"type": "message", "role": "assistant", "status": "completed",
+         "content": [{"type": "output_text", "text": "Let me check.", "annotations": []}]},
+        call, {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}])
+    chat = client.chat.completions.create(model=MODEL, max_tokens=1, tools=[CHAT_WEATHER_TOOL], messages=[
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "Let me check.", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}])
+    assert replay.usage.input_tokens == chat.usage.prompt_tokens
+
+
+def test_instructions_and_developer_items_all_reach_the_model(gateway):
+    client = client_for(gateway)
+    both = client.responses.create(model=MODEL, instructions="Rule one.", max_output_tokens=1, input=[
+        {"role": "developer", "content": "Rule two, which is longer than the first."},
+        {"role": "user", "content": "hi"}])
+    one = client.responses.create(model=MODEL, instructions="Rule one.", max_output_tokens=1, input="hi")
+    assert both.usage.input_tokens > one.usage.input_tokens
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"extra_body": {"n": 3}}, "n"),
+    ({"text": {"format": "json"}}, "text.format"),
+    ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": 5}]}, "input[0].arguments"),
+])
+def test_more_fields_that_cannot_be_served(gateway, fields, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client_for(gateway).responses.create(**{"model": MODEL, "input": "hi", "max_output_tokens": 2, **fields})
+    assert caught.value.param == param

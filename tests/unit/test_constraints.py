@@ -27,13 +27,13 @@ def constrainer(processor):
 ])
 @pytest.mark.parametrize("in_reasoning", [False, True])
 def test_constraints_compile_also_after_a_thinking_models_reasoning(constrainer, body, in_reasoning):
-    assert constrainer.logits_processor(body, in_reasoning) is not None
+    assert constrainer.grammar(body, in_reasoning) is not None
 
 
 @pytest.mark.parametrize("body", [{}, {"tools": [TOOL]}, {"tools": [TOOL], "tool_choice": "none"},
                                   {"response_format": {"type": "text"}}])
 def test_free_text_needs_no_constraint(constrainer, body):
-    assert constrainer.logits_processor(body, False) is None
+    assert constrainer.grammar(body, False) is None
 
 
 def test_tool_choice_none_offers_no_tools():
@@ -48,5 +48,5 @@ def test_tool_choice_none_offers_no_tools():
 ])
 def test_what_cannot_be_constrained_is_a_400_naming_the_field(constrainer, body, param):
     with pytest.raises(ServiceError) as info:
-        constrainer.logits_processor(body, False)
+        constrainer.grammar(body, False)
     assert info.value.status == 400 and info.value.param == param

@@ -59,6 +59,9 @@ class EngineStatus:
     detail: str
     models: list[str] = field(default_factory=list)
     replicas: list[ReplicaState] = field(default_factory=list)
+    # The context the engine enforces (prompt + answer tokens), which the gateway checks
+    # requests against: the model's own limit when it is below MAX_MODEL_LEN.
+    max_model_len: int | None = None
     # Engine-specific facts for /health (device, max_model_len, ...); read by nothing else.
     info: dict[str, Any] = field(default_factory=dict)
 

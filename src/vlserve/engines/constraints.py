@@ -79,13 +79,14 @@ class Constrainer:
                 self._compiler = xgr.GrammarCompiler(info)
             return self._compiler
 
-    def logits_processor(self, body: dict[str, Any], in_reasoning: bool) -> Any | None:
+    def grammar(self, body: dict[str, Any], in_reasoning: bool) -> Any | None:
+        """The compiled constraint for this request (None: unconstrained). Compiled once
+        per request; each choice generated under it needs its own `processor()`."""
         choice, tools = chosen_tools(body)
         schema = _json_format(body)
         if choice != "required" and schema is None:
             return None
         from xgrammar import structural_tag as st
-        from xgrammar.contrib.hf import LogitsProcessor
 
         if choice == "required":
             answer = st.OrFormat(elements=[_call_format(tool) for tool in tools]) if len(tools) > 1 \
@@ -99,11 +100,18 @@ class Constrainer:
                 st.TagFormat(begin="", content=st.AnyTextFormat(), end=THINK_CLOSE),
                 st.ConstStringFormat(value="\n\n"), answer])
         try:
-            compiled = self._grammar_compiler().compile_structural_tag(st.StructuralTag(format=answer))
+            return self._grammar_compiler().compile_structural_tag(st.StructuralTag(format=answer))
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError with the reason
             raise _bad(param, f"The schema in `{param}` cannot be used to constrain the answer: "
                        f"{str(exc).splitlines()[-1][:300]}") from None
-        return LogitsProcessor(compiled)
+
+
+def processor(grammar: Any) -> Any:
+    """A logits processor for one generation under `grammar` (xgrammar's hold the
+    matcher's state, so one serves one sequence only)."""
+    from xgrammar.contrib.hf import LogitsProcessor
+
+    return LogitsProcessor(grammar)
 
 
 def _call_format(tool: dict[str, Any]) -> Any:

@@ -45,7 +45,7 @@ class QueueStreamer:
 
 def consume_exception(future: asyncio.Future) -> None:
     if not future.cancelled() and future.exception() is not None:
-        log.warning("generation ended with %r after its client left", future.exception())
+        log.warning("generation ended with %r after its stream was closed", future.exception())
 
 
 def eos_ids(model) -> list[int]:

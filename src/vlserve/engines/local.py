@@ -116,7 +116,7 @@ class LocalEngine:
                 "requests_in_engine": self._turns.active + self._turns.queued,
                 "generating": bool(self._generator and self._generator.generating)}
         if self._model is not None:
-            return EngineStatus(True, "ready", [self._model_id], info=info)
+            return EngineStatus(True, "ready", [self._model_id], info=info, max_model_len=self._max_len)
         if self._load_error:
             return EngineStatus(False, f"model failed to load: {self._load_error}", info=info)
         return EngineStatus(False, "model is loading", info=info)
@@ -232,6 +232,9 @@ class LocalEngine:
         in_reasoning = kind == "chat" and text.rstrip().endswith(THINK_OPEN)
         inputs = self._processor(text=[text], images=images or None, return_tensors="pt")
         prompt_tokens = int(inputs["input_ids"].shape[1])
+        if prompt_tokens == 0:
+            raise ServiceError(ErrorKind.BAD_REQUEST, "The prompt is empty: give the model some text to continue.",
+                               param="prompt")
         if prompt_tokens >= self._max_len:
             raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt is {prompt_tokens} tokens (images "
                                f"included); this model's context is {self._max_len} tokens (MAX_MODEL_LEN).",
@@ -251,5 +254,5 @@ class LocalEngine:
             inputs=inputs.to(self._device), prompt_tokens=prompt_tokens, max_new_tokens=max_new,
             sampling=sampling, stop=[stop] if isinstance(stop, str) else list(stop),
             seed=body.get("seed"), shape=shape, choices=int(body.get("n") or 1), top_logprobs=top,
-            logits_processor=self._constrainer.logits_processor(body, in_reasoning) if kind == "chat" else None,
+            grammar=self._constrainer.grammar(body, in_reasoning) if kind == "chat" else None,
         )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ErrorKind, ServiceError
+from .constraints import processor
 from .generation import QueueStreamer, consume_exception, eos_ids
 from .local_output import AnswerShape
 from .text_stream import IncrementalDecoder, StopMatcher
@@ -34,7 +35,7 @@ class PreparedPrompt:
     shape: AnswerShape
     choices: int = 1
     top_logprobs: int | None = None       # None: no log-probabilities recorded
-    logits_processor: Any = None          # constrained decoding (constraints.py), or None
+    grammar: Any = None                   # constrained decoding (constraints.py), or None
 
 
 @dataclass
@@ -100,7 +101,7 @@ class TokenGenerator:
                 return cancel.is_set()
 
         # The scorer first: it sees the model's own distribution, before any constraint.
-        processors = [p for p in (scorer, prepared.logits_processor) if p is not None]
+        processors = [p for p in (scorer, processor(prepared.grammar) if prepared.grammar else None) if p is not None]
         self.generating = True
         try:
             if seed is not None:

@@ -48,7 +48,7 @@ def whole_answer(shape: AnswerShape, formatter: LogprobFormatter, results: list[
 
 def _whole_choice(shape: AnswerShape, formatter: LogprobFormatter, index: int, result: Generated) -> dict[str, Any]:
     if shape.kind == "text":
-        logprobs = formatter.legacy(result.scores, len(shape.echo)) if shape.logprobs else None
+        logprobs = formatter.legacy(result.scores, len(shape.echo))[0] if shape.logprobs else None
         return oai.text_choice(index, shape.echo + result.text, result.finish, logprobs)
     answer = parse_answer(result.text, shape.in_reasoning, shape.tools)
     finish = "tool_calls" if answer.tool_calls else result.finish
@@ -65,7 +65,7 @@ class StreamedChoice:
         self._cid, self._index, self._usage_field = cid, index, include_usage
         self._answer = AnswerStream(shape.in_reasoning, shape.tools)
         self._pending: list[TokenLogprob] = []  # scores of tokens whose text has not been sent yet
-        self._offset = len(shape.echo)
+        self._offset = len(shape.echo)  # completions API: where the next token's text starts
 
     def start(self) -> list[bytes]:
         if self._shape.kind == "text":
@@ -103,7 +103,6 @@ class StreamedChoice:
     def _text_event(self, text: str, finish: str | None, scores: list[TokenLogprob]) -> bytes:
         logprobs = None
         if self._shape.logprobs:
-            logprobs = self._formatter.legacy(scores, self._offset)
-        self._offset += len(text)
+            logprobs, self._offset = self._formatter.legacy(scores, self._offset)
         choice = oai.text_choice(self._index, text, finish, logprobs)
         return oai.sse(oai.text_chunk(self._cid, self._shape.model, choice, self._usage_field))

@@ -50,18 +50,41 @@ class TokenScorer:
         return TokenLogprob(token, float(logprobs[token]), top)
 
 
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE (GPT-2's, Qwen's) spells each byte as one printable character:
+    printable Latin-1 bytes as themselves, the other 68 as the characters from U+0100 on.
+    This maps those characters back to their bytes."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [byte for byte in range(256) if byte not in printable]
+    alphabet = {chr(byte): byte for byte in printable}
+    alphabet.update({chr(256 + n): byte for n, byte in enumerate(others)})
+    return alphabet
+
+
 class LogprobFormatter:
-    """Token ids → the strings and bytes OpenAI reports for them."""
+    """Token ids → the strings and bytes OpenAI reports for them.
+
+    `bytes` are the token's own bytes, also when they are part of a character that spans
+    tokens (its `token` text then shows the replacement character, as OpenAI's does).
+    """
 
     def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
+        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+        self._alphabet = _byte_level_alphabet() if type(decoder).__name__ == "ByteLevel" else None
 
     def text(self, token: int) -> str:
         return self._tokenizer.decode([token], skip_special_tokens=False)
 
+    def token_bytes(self, token: int) -> list[int]:
+        if self._alphabet is not None and token not in self._tokenizer.all_special_ids:
+            spelled = self._tokenizer.convert_ids_to_tokens(token)
+            if isinstance(spelled, str) and all(char in self._alphabet for char in spelled):
+                return [self._alphabet[char] for char in spelled]
+        return list(self.text(token).encode("utf-8"))
+
     def _entry(self, token: int, logprob: float) -> dict[str, Any]:
-        text = self.text(token)
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+        return {"token": self.text(token), "logprob": logprob, "bytes": self.token_bytes(token)}
 
     def chat(self, scored: list[TokenLogprob]) -> dict[str, Any]:
         """Chat completions' `logprobs` object for these tokens."""
@@ -69,8 +92,9 @@ class LogprobFormatter:
                              "top_logprobs": [self._entry(t, lp) for t, lp in s.top]} for s in scored],
                 "refusal": None}
 
-    def legacy(self, scored: list[TokenLogprob], offset: int) -> dict[str, Any]:
-        """The completions API's `logprobs` object; `offset` is where the text starts."""
+    def legacy(self, scored: list[TokenLogprob], offset: int) -> tuple[dict[str, Any], int]:
+        """The completions API's `logprobs` object for tokens whose text starts at `offset`
+        in the answer, and the offset after them (offsets follow the tokens' own text)."""
         tokens = [self.text(s.token) for s in scored]
         offsets = []
         for token in tokens:
@@ -78,4 +102,4 @@ class LogprobFormatter:
             offset += len(token)
         return {"tokens": tokens, "token_logprobs": [s.logprob for s in scored],
                 "top_logprobs": [{self.text(t): lp for t, lp in s.top} for s in scored],
-                "text_offset": offsets}
+                "text_offset": offsets}, offset

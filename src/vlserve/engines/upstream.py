@@ -83,11 +83,12 @@ class UpstreamEngine:
     def status(self) -> EngineStatus:
         states = [replica.state() for replica in self.replicas.replicas]
         ready = [state for state in states if state.ready]
+        info = {"engine": "upstream", "max_model_len": self._settings.max_model_len}
         if ready:
             models = list(dict.fromkeys(m for state in ready for m in state.models))
-            return EngineStatus(True, "ready", models, states, {"engine": "upstream"})
+            return EngineStatus(True, "ready", models, states, info=info, max_model_len=self._settings.max_model_len)
         return EngineStatus(False, "waiting for the upstream engine: " + (states[0].error or ""), [], states,
-                            {"engine": "upstream"})
+                            info=info)
 
     # --- requests ---------------------------------------------------------------------
     async def complete(self, request: EngineRequest) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .output import (
     message_item,
     new_id,
     reasoning_item,
+    reasoning_of,
     response_object,
     responses_logprobs,
     text_part,
@@ -98,8 +99,9 @@ class ResponseEvents:
             if choice.get("index", 0) != 0:
                 continue  # the Responses API has one answer
             delta = choice.get("delta") or {}
-            if delta.get("reasoning_content"):
-                out += self._text("reasoning", delta["reasoning_content"], None)
+            reasoning = reasoning_of(delta)
+            if reasoning:
+                out += self._text("reasoning", reasoning, None)
             if delta.get("content"):
                 out += self._text("message", delta["content"], choice.get("logprobs"))
             for call in delta.get("tool_calls") or []:
@@ -173,9 +175,11 @@ class ResponseEvents:
         code = error.get("code")
         message = str(error.get("message") or "The engine failed.")
         code = str(code) if code is not None else "server_error"
+        # A failed Response's error code is one of OpenAI's few; the `error` event keeps ours.
+        failed_code = "rate_limit_exceeded" if code in ("overloaded", "rate_limit_exceeded") else "server_error"
         return [self._event("error", code=code, message=message, param=error.get("param")),
                 self._event("response.failed", response=self._response(
-                    "failed", error={"code": code, "message": message}))]
+                    "failed", error={"code": failed_code, "message": message}))]
 
     # --- framing ------------------------------------------------------------------------
     def _response(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -55,11 +55,18 @@ def usage_of(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
             "total_tokens": chat_usage.get("total_tokens", prompt + completion)}
 
 
+def reasoning_of(message: dict[str, Any]) -> str | None:
+    """A message's (or delta's) reasoning: `reasoning_content` (LMDeploy, vLLM up to 0.10,
+    the local engine) or `reasoning` (newer vLLM)."""
+    return message.get("reasoning_content") or message.get("reasoning")
+
+
 def output_items(message: dict[str, Any], logprobs: dict[str, Any] | None) -> list[dict[str, Any]]:
     """A chat answer's message as output items: reasoning, then text, then function calls."""
     items = []
-    if message.get("reasoning_content"):
-        items.append(reasoning_item(new_id("rs"), message["reasoning_content"]))
+    reasoning = reasoning_of(message)
+    if reasoning:
+        items.append(reasoning_item(new_id("rs"), reasoning))
     if message.get("content"):
         items.append(message_item(new_id("msg"), [text_part(message["content"], responses_logprobs(logprobs))]))
     for call in message.get("tool_calls") or []:
@@ -74,9 +81,9 @@ def response_object(request: ResponsesRequest, response_id: str, created_at: flo
                     finish_reason: str | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Response object: the answer, and the request's settings as they were applied."""
     incomplete = {"reason": "max_output_tokens"} if finish_reason == "length" else None
+    status = "incomplete" if incomplete and status == "completed" else status
     return {
-        "id": response_id, "object": "response", "created_at": created_at, "model": model,
-        "status": "incomplete" if incomplete and status == "completed" else status,
+        "id": response_id, "object": "response", "created_at": created_at, "model": model, "status": status,
         "completed_at": time.time() if status == "completed" else None,
         "error": error, "incomplete_details": incomplete, "output": output, "usage": usage,
         "instructions": request.instructions, "max_output_tokens": request.max_output_tokens,

@@ -25,6 +25,8 @@ LOGPROBS_INCLUDE = "message.output_text.logprobs"
 _ACCEPTED_ONLY = {"store", "metadata", "user", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
                   "prompt_cache_options", "service_tier", "truncation", "include", "max_tool_calls",
                   "stream_options"}
+# Chat fields the translation itself sets: a client's own value would contradict it.
+_SET_BY_TRANSLATION = {"messages", "logprobs", "top_logprobs", "response_format", "stream", "best_of", "echo"}
 
 
 class ResponsesRequest(BaseModel):
@@ -68,7 +70,7 @@ def to_chat_request(request: ResponsesRequest) -> dict[str, Any]:
     _refuse_unservable(request)
     # Unknown fields (an engine's own options: top_k, repetition_penalty, ...) pass through.
     body: dict[str, Any] = {key: value for key, value in (request.model_extra or {}).items()
-                            if key not in _ACCEPTED_ONLY}
+                            if key not in _ACCEPTED_ONLY | _SET_BY_TRANSLATION}
     body.update(model=request.model, messages=_messages(request), stream=request.stream)
     if request.stream:
         body["stream_options"] = {"include_usage": True}  # the final event carries usage
@@ -89,6 +91,8 @@ def to_chat_request(request: ResponsesRequest) -> dict[str, Any]:
 
 
 def _refuse_unservable(request: ResponsesRequest) -> None:
+    if (request.model_extra or {}).get("n", 1) != 1:
+        raise _bad("n: a response has one answer; send several requests for several answers.", "n")
     if request.previous_response_id:
         raise _bad("previous_response_id: this server stores no responses; send the whole conversation in "
                    "`input` (earlier output items included).", "previous_response_id")
@@ -135,10 +139,11 @@ def _add_item(messages: list[dict[str, Any]], item: Any, where: str) -> None:
         messages.append(_message(item, where))
     elif kind == "function_call":
         call = {"id": _text_field(item, "call_id", where), "type": "function",
-                "function": {"name": _text_field(item, "name", where), "arguments": item.get("arguments") or "{}"}}
+                "function": {"name": _text_field(item, "name", where), "arguments": _arguments(item, where)}}
         last = messages[-1] if messages else None
-        if last and last["role"] == "assistant" and last.get("tool_calls") and not last.get("content"):
-            last["tool_calls"].append(call)  # parallel calls of one turn
+        if last and last["role"] == "assistant":
+            # The text and calls of one answer (or parallel calls) are one assistant turn.
+            last.setdefault("tool_calls", []).append(call)
         else:
             messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
     elif kind == "function_call_output":
@@ -152,6 +157,18 @@ def _add_item(messages: list[dict[str, Any]], item: Any, where: str) -> None:
     else:
         raise _bad(f"{where}: input items of type {kind!r} are not supported; use message, function_call and "
                    "function_call_output items.", f"{where}.type")
+
+
+def _arguments(item: dict[str, Any], where: str) -> str:
+    """A call's arguments as the JSON text the model wrote (an object is written out)."""
+    arguments = item.get("arguments")
+    if arguments is None or arguments == "":
+        return "{}"
+    if isinstance(arguments, str):
+        return arguments
+    if isinstance(arguments, dict):
+        return json.dumps(arguments, ensure_ascii=False)
+    raise _bad(f"{where}.arguments must be a JSON string (or an object).", f"{where}.arguments")
 
 
 def _text_field(item: dict[str, Any], name: str, where: str) -> str:
@@ -241,6 +258,9 @@ def _response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
     fmt = (text or {}).get("format")
     if not fmt:
         return None
+    if not isinstance(fmt, dict):
+        raise _bad('text.format must be an object such as {"type": "json_schema", "name": ..., "schema": {...}}.',
+                   "text.format")
     kind = fmt.get("type")
     if kind in ("text", "json_object"):
         return {"type": kind}

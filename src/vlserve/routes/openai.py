@@ -67,7 +67,8 @@ async def responses(body: ResponsesRequest, requests: RequestsDep, inference: In
     except ValidationError as exc:  # what the translation could not make a valid chat request of
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
-        raise ServiceError(ErrorKind.BAD_REQUEST, f"Invalid request: {where}: {error['msg']}") from None
+        raise ServiceError(ErrorKind.BAD_REQUEST, f"Invalid request: {where}: {error['msg']}",
+                           param=where or None) from None
     request = await requests.from_chat(chat)
     if not request.stream:
         return JSONResponse(from_completion(body, await inference.complete(request, call)))
