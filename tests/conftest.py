@@ -31,10 +31,12 @@ def processor(tiny_model_dir):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """In CI a contract test (one that replays a recording of a real engine or GPU) may not
-    be skipped: a missing recording must fail the run, not pass it silently."""
+    """In CI a contract test (one that replays a recording of a real engine or GPU) or a
+    browser test may not be skipped: a missing recording or browser must fail the run,
+    not pass it silently."""
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and os.environ.get("CI") and item.get_closest_marker("contract"):
+    must_run = item.get_closest_marker("contract") or item.get_closest_marker("browser")
+    if report.skipped and os.environ.get("CI") and must_run:
         report.outcome = "failed"
-        report.longrepr = f"contract test skipped in CI: {report.longrepr}"
+        report.longrepr = f"test skipped in CI: {report.longrepr}"

@@ -21,7 +21,7 @@ from .inference import Inference
 from .limits import BodySizeLimit
 from .media import MediaNormalizer, MediaPolicy, make_fetch_session, tune_allocator
 from .observability import Metrics, Observe
-from .routes import openai, ops, simple
+from .routes import openai, ops, pages, simple
 from .routes.errors import install_error_handlers
 
 log = logging.getLogger("vlserve")
@@ -69,11 +69,14 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
     # redirect_slashes=False: `/v1/models/` is a 404 envelope, never a redirect built from
     # the client's own Host header.
     app = FastAPI(title="vlserve", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
+                  docs_url=None, redoc_url=None,  # served offline by routes/pages.py
                   description="OpenAI-compatible serving for Qwen3-VL and other vision-language models.")
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(simple.router)
     app.include_router(ops.router)
+    app.include_router(pages.router)
+    pages.mount_assets(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), open_ops=settings.auth_open_ops)
     if settings.cors_allow_origins:  # outside the key check: a browser's preflight carries no key

@@ -14,8 +14,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .errors import ErrorKind, ServiceError
 from .routes.errors import json_error
 
-# Always reachable without a key: the interactive docs and the schema they read.
-PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# Always reachable without a key: the playground page, the interactive docs, the schema
+# they read and their files (the pages ask for the key and send it with API calls).
+PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PREFIXES = ("/playground/", "/docs-assets/")
 OPS_PATHS = frozenset({"/health", "/metrics"})
 
 
@@ -32,8 +34,11 @@ class ApiKeyAuth:
         self.keys = [key.encode() for key in keys]
         self.open_paths = PUBLIC_PATHS | (OPS_PATHS if open_ops else frozenset())
 
+    def _is_open(self, path: str) -> bool:
+        return path in self.open_paths or path.startswith(PUBLIC_PREFIXES)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths:
+        if scope["type"] != "http" or not self.keys or self._is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"")

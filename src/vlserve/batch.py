@@ -2,17 +2,23 @@
 
 - Sources: image files, folders (recursively, by image extension), text files listing
   paths or URLs (one per line), or URLs.
+- Work: one request per image; for a task that takes several images (compare), one
+  request with all of them, written as one line.
 - Output: JSON Lines, written and flushed one complete line at a time, so an
-  interrupted run leaves a valid file. Re-running with the same output skips every
-  source already recorded (success or error): a resumed batch lists each image once.
+  interrupted run leaves a valid file. Re-running with the same output resumes: work
+  recorded as done is skipped, and work recorded as failed (an outage, a missing key)
+  is tried again, its old line replaced, so every image is listed once.
 - A failed image becomes an error line; the batch goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import mimetypes
+import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +34,11 @@ def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
+def missing_inputs(paths: Iterable[str]) -> list[str]:
+    """The command-line inputs that are neither URLs nor existing files or folders."""
+    return [raw for raw in paths if not is_url(raw) and not Path(raw).exists()]
+
+
 def collect_sources(paths: Iterable[str]) -> list[str]:
     """Expand folders and list files into sources, in a stable order, without duplicates."""
     sources: list[str] = []
@@ -41,24 +52,32 @@ def collect_sources(paths: Iterable[str]) -> list[str]:
             lines = (line.strip() for line in path.read_text().splitlines())
             sources += [line for line in lines if line and not line.startswith("#")]
         else:
-            sources.append(raw)  # a missing file is reported as an error line, not a crash
+            sources.append(raw)  # a listed file that is missing is reported as an error line
     return list(dict.fromkeys(sources))
 
 
-def recorded_sources(out: Path) -> set[str]:
-    """Sources already in `out`; a torn last line (a crash mid-write) is cut away first."""
+def work_key(sources: tuple[str, ...]) -> str:
+    """The `source` an output line is recorded under."""
+    return " + ".join(sources)
+
+
+def completed_work(out: Path) -> set[str]:
+    """Work already done in `out`. Failed lines are dropped from the file (they will be
+    tried again) and a torn last line (a crash mid-write) is cut away."""
     if not out.exists():
         return set()
-    data = out.read_bytes()
-    if data and not data.endswith(b"\n"):
-        data = data[: data.rfind(b"\n") + 1]
-        out.write_bytes(data)
-    done = set()
-    for line in data.decode("utf-8", "replace").splitlines():
+    kept, done = [], set()
+    for line in out.read_bytes().decode("utf-8", "replace").splitlines(keepends=True):
         try:
-            done.add(json.loads(line)["source"])
-        except (ValueError, KeyError, TypeError):
-            continue
+            record = json.loads(line) if line.endswith("\n") else None
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and record.get("ok") and "source" in record:
+            kept.append(line)
+            done.add(record["source"])
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text("".join(kept), encoding="utf-8")
+    os.replace(partial, out)  # atomic: an interruption leaves the old file or the new one
     return done
 
 
@@ -70,45 +89,85 @@ class BatchJob:
     api_key: str | None = None
     concurrency: int = 4
     timeout_s: float = 300.0
+    together: bool = False  # the task takes all the images in one request (compare)
+
+    def work(self, sources: list[str]) -> list[tuple[str, ...]]:
+        return [tuple(sources)] if self.together else [(source,) for source in sources]
 
 
-async def analyze_one(client: httpx.AsyncClient, job: BatchJob, source: str) -> dict[str, Any]:
-    """One source → its output line (as a dict). Never raises for a bad image."""
+def _reference(source: str) -> str:
+    """A URL as it is; a file as a data URL."""
+    if is_url(source):
+        return source
+    mime = mimetypes.guess_type(source)[0] or "application/octet-stream"
+    return f"data:{mime};base64," + base64.b64encode(Path(source).read_bytes()).decode("ascii")
+
+
+async def _request(client: httpx.AsyncClient, job: BatchJob, sources: tuple[str, ...]) -> httpx.Response:
+    if job.together or is_url(sources[0]):
+        images = await asyncio.to_thread(lambda: [_reference(source) for source in sources])
+        image_fields = {"images": images} if job.together else {"image": images[0]}
+        return await client.post("/analyze", json={"task": job.task, **image_fields, **job.fields})
+    source = sources[0]
+    data = await asyncio.to_thread(Path(source).read_bytes)
+    mime = mimetypes.guess_type(source)[0] or "application/octet-stream"
+    form = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in job.fields.items()}
+    if isinstance(job.fields.get("objects"), list):
+        form["objects"] = ",".join(job.fields["objects"])
+    return await client.post("/analyze/upload", data={"task": job.task, **form},
+                             files={"image": (Path(source).name, data, mime)})
+
+
+async def analyze_one(client: httpx.AsyncClient, job: BatchJob, sources: tuple[str, ...]) -> dict[str, Any]:
+    """One piece of work → its output line (as a dict). Never raises for a bad image."""
+    line: dict[str, Any] = {"source": work_key(sources)}
+    if job.together:
+        line["sources"] = list(sources)
     try:
-        if is_url(source):
-            resp = await client.post("/analyze", json={"task": job.task, "image": source, **job.fields})
-        else:
-            data = await asyncio.to_thread(Path(source).read_bytes)
-            mime = mimetypes.guess_type(source)[0] or "application/octet-stream"
-            form = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in job.fields.items()}
-            if isinstance(job.fields.get("objects"), list):
-                form["objects"] = ",".join(job.fields["objects"])
-            resp = await client.post("/analyze/upload", data={"task": job.task, **form},
-                                     files={"image": (Path(source).name, data, mime)})
+        resp = await _request(client, job, sources)
+    except FileNotFoundError as exc:
+        return {**line, "ok": False, "error": {"message": f"no such file: {exc.filename}", "code": "no_such_file"}}
     except (OSError, httpx.HTTPError) as exc:
-        return {"source": source, "ok": False, "error": {"message": f"{type(exc).__name__}: {exc}"}}
+        return {**line, "ok": False, "error": {"message": f"{type(exc).__name__}: {exc}",
+                                               "code": "connection_error"}}
     try:
         body = resp.json()
     except ValueError:
         body = {"error": {"message": resp.text[:500]}}
     if resp.status_code != 200:
-        return {"source": source, "ok": False, "status": resp.status_code, "error": body.get("error", body)}
-    return {"source": source, "ok": True, **body}
+        return {**line, "ok": False, "status": resp.status_code, "error": body.get("error", body)}
+    return {**line, "ok": True, **body}
+
+
+def failure_reason(line: dict[str, Any]) -> str:
+    """A short reason to group failures by: the HTTP status and error code."""
+    error = line.get("error") or {}
+    code = error.get("code") if isinstance(error, dict) else None
+    status = line.get("status")
+    return " ".join(str(part) for part in (f"HTTP {status}" if status else None, code) if part) or "error"
+
+
+def summarize_failures(lines: list[dict[str, Any]]) -> list[str]:
+    """'N × reason: an example message' per reason, most frequent first."""
+    by_reason = Counter(failure_reason(line) for line in lines)
+    examples = {failure_reason(line): (line.get("error") or {}).get("message", "") for line in lines}
+    return [f"{count} × {reason}: {str(examples[reason])[:160]}" for reason, count in by_reason.most_common()]
 
 
 async def run_batch(job: BatchJob, sources: list[str], out: Path,
                     on_result: Callable[[dict[str, Any]], None] = lambda line: None) -> int:
-    """Analyse `sources` not yet in `out`, appending a line per source. Returns how many ran."""
-    todo = [s for s in sources if s not in recorded_sources(out)]
+    """Run the work of `sources` not yet done in `out`, appending a line each. Returns how many ran."""
+    done = completed_work(out)
+    todo = [work for work in job.work(sources) if work_key(work) not in done]
     headers = {"Authorization": f"Bearer {job.api_key}"} if job.api_key else {}
     limit = asyncio.Semaphore(job.concurrency)
 
-    async def bounded(client: httpx.AsyncClient, source: str) -> dict[str, Any]:
+    async def bounded(client: httpx.AsyncClient, work: tuple[str, ...]) -> dict[str, Any]:
         async with limit:
-            return await analyze_one(client, job, source)
+            return await analyze_one(client, job, work)
 
     async with httpx.AsyncClient(base_url=job.server.rstrip("/"), headers=headers, timeout=job.timeout_s) as client:
-        tasks = [asyncio.ensure_future(bounded(client, s)) for s in todo]
+        tasks = [asyncio.ensure_future(bounded(client, work)) for work in todo]
         try:
             with out.open("a", encoding="utf-8") as sink:
                 for finished in asyncio.as_completed(tasks):
@@ -121,3 +180,15 @@ async def run_batch(job: BatchJob, sources: list[str], out: Path,
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     return len(todo)
+
+
+def drawn_path(draw_dir: Path, source: str) -> Path:
+    """Where the drawn copy of `source` goes: its path (relative to the working folder
+    when it is inside it) kept under `draw_dir`, with `.png` added to the whole name, so
+    `a.jpg` and `a.png`, or `x/a.jpg` and `y/a.jpg`, never write the same file."""
+    path = Path(source).resolve()
+    try:
+        relative = path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        relative = path.relative_to(path.anchor)
+    return draw_dir / relative.parent / (relative.name + ".png")

@@ -13,14 +13,17 @@ from rich.console import Console
 from rich.table import Table
 
 from .analysis import describe_tasks
-from .config import Settings, SettingsError, load_settings
+from .analysis.tasks import TASKS
+from .config import Settings, SettingsError, check_local_model, load_settings
 from .observability import configure_access_log
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Serve Qwen3-VL (and other vision-language models) behind an OpenAI-compatible API.")
 console = Console()
 
-ServerOption = Annotated[str, typer.Option("--server", "-s", envvar="VLSERVE_URL", help="vlserve base URL")]
+ServerOption = Annotated[str | None, typer.Option(
+    "--server", "-s", envvar="VLSERVE_URL", show_default=False,
+    help="vlserve base URL [default: http://127.0.0.1:$PORT, PORT defaulting to 8000]")]
 KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="VLSERVE_API_KEY",
                                                help="API key, if the server needs one")]
 
@@ -65,6 +68,12 @@ def serve(
     from .app import create_app
 
     settings = _server_settings(HOST=host, PORT=port, MODEL_PATH=model)
+    if settings.engine_kind == "local":
+        try:
+            check_local_model(settings)
+        except SettingsError as exc:
+            typer.echo(f"vlserve: {exc}", err=True)
+            raise typer.Exit(2) from None
     typer.echo(_startup_banner(settings), err=True)
     serving.run(serving.serve(create_app(settings), settings))
 
@@ -87,45 +96,56 @@ def launch(
     raise typer.Exit(code)
 
 
+def _fail(command: str, message: object, code: int = 1) -> typer.Exit:
+    typer.echo(f"vlserve {command}: {message}", err=True)
+    return typer.Exit(code)
+
+
 @app.command()
 def chat(
     prompt: Annotated[str, typer.Argument(help="What to ask")],
-    image: Annotated[list[Path] | None, typer.Option("--image", "-i", help="Image file or URL (repeatable)")] = None,
+    image: Annotated[list[str] | None, typer.Option("--image", "-i", help="Image file or URL (repeatable)")] = None,
     stream: Annotated[bool, typer.Option(help="Print the answer as it is generated")] = False,
     max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate")] = None,
-    server: ServerOption = "http://127.0.0.1:8000",
+    server: ServerOption = None,
     api_key: KeyOption = None,
 ) -> None:
     """Ask the running service about zero or more images."""
     from openai import OpenAIError
 
-    from .client import VLClient, user_message
+    from .client import ClientError, VLClient, default_server, explain, user_message
 
+    server = server or default_server()
     sampling: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
     try:
+        messages = [user_message(prompt, list(image or []))]
         with VLClient(server, api_key) as client:
-            messages = [user_message(prompt, list(image or []))]
             if stream:
                 for piece in client.chat_stream(messages, **sampling):
                     console.out(piece, end="", highlight=False)
                 console.out("")
             else:
                 console.out(client.chat(messages, **sampling), highlight=False)
-    except (OpenAIError, OSError) as exc:
-        typer.echo(f"vlserve chat: {exc}", err=True)
-        raise typer.Exit(1) from None
+    except (ClientError, OpenAIError, OSError) as exc:
+        raise _fail("chat", explain(exc, server)) from None
 
 
 @app.command()
 def gpu(
-    server: Annotated[str | None,
-                      typer.Option("--server", "-s", help="Ask a running service instead of this machine")] = None,
+    server: Annotated[str | None, typer.Option("--server", "-s", envvar="VLSERVE_URL", show_default=False,
+                                               help="Ask a running service instead of this machine")] = None,
+    api_key: KeyOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Print the GPU table (this machine's, or a running service's)."""
     if server:
-        import httpx
-        status = httpx.get(f"{server.rstrip('/')}/gpu/status", timeout=10).json()
+        from .client import ClientError, VLClient
+
+        try:
+            with VLClient(server, api_key, timeout=10) as client:
+                status = client.gpu_status()
+        except ClientError as exc:
+            raise _fail("gpu", exc) from None
     else:
         from .gpu import GpuMonitor
         monitor = GpuMonitor()
@@ -135,75 +155,132 @@ def gpu(
     if as_json:
         console.out(json.dumps(status, indent=2))
         return
+    console.print(_gpu_table(status, server or "this machine"))
+
+
+def _gpu_table(status: dict[str, Any], where: str) -> Table:
     if not status.get("available"):
-        console.print(f"No GPU: {status.get('reason')}", highlight=False)
-        return
-    table = Table(title=f"GPUs (driver {status.get('driver_version')}, CUDA {status.get('cuda_driver_version')})")
+        table = Table(title=f"GPUs of {where}", show_header=False)
+        table.add_row("No GPU", str(status.get("reason") or "no NVIDIA GPU found"))
+        return table
+    table = Table(title=f"GPUs of {where} (driver {status.get('driver_version')}, "
+                        f"CUDA {status.get('cuda_driver_version')})")
     for column in ("#", "name", "memory used / total (MiB)", "util %", "temp °C", "power W", "processes"):
         table.add_column(column)
-    for g in status["gpus"]:
+    for g in status.get("gpus") or []:
         show = lambda v: "unknown" if v is None else str(v)  # noqa: E731
         table.add_row(str(g["index"]), show(g["name"]), f"{show(g['memory_used_mib'])} / {show(g['memory_total_mib'])}",
                       show(g["utilization_gpu_pct"]), show(g["temperature_c"]), show(g["power_w"]),
                       show(len(g["processes"]) if g["processes"] is not None else None))
-    console.print(table)
+    return table
 
 
 @app.command()
 def analyze(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders, text files of paths/URLs, or URLs")],
     task: Annotated[str, typer.Option(help=f"One of: {describe_tasks()}")] = "caption",
-    out: Annotated[Path, typer.Option(help="JSON Lines output; re-running with it resumes")] = Path("results.jsonl"),
+    out: Annotated[Path, typer.Option(help="JSON Lines output; re-running with it resumes (failed images are "
+                                      "tried again)")] = Path("results.jsonl"),
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight")] = 4,
-    question: Annotated[str | None, typer.Option(help="For qa")] = None,
+    question: Annotated[str | None, typer.Option(help="For qa and compare")] = None,
     objects: Annotated[str | None, typer.Option(help="Comma-separated, for detect and point")] = None,
     boxes: Annotated[bool, typer.Option(help="ocr: lines with boxes")] = False,
     schema: Annotated[Path | None, typer.Option(help="extract: a JSON Schema file")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Most tokens per answer")] = None,
     draw: Annotated[Path | None, typer.Option(help="Write copies of the images with results drawn here")] = None,
-    server: ServerOption = "http://127.0.0.1:8000",
+    server: ServerOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Analyse many images with a running service, one JSON line per image."""
+    """Analyse many images with a running service, one JSON line per image (compare: one line for all)."""
     import asyncio
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .batch import BatchJob, collect_sources, is_url, recorded_sources, run_batch
+    from .batch import BatchJob, completed_work, drawn_path, is_url, run_batch, summarize_failures
+    from .client import default_server
     from .drawing import draw_result
 
-    fields: dict = {k: v for k, v in {"question": question, "max_tokens": max_tokens}.items() if v is not None}
-    if objects:
-        fields["objects"] = [o.strip() for o in objects.split(",") if o.strip()]
-    if boxes:
-        fields["boxes"] = True
-    if schema:
-        fields["schema"] = json.loads(schema.read_text())
-    sources = collect_sources(paths)
-    job = BatchJob(server=server, task=task, fields=fields, api_key=api_key, concurrency=concurrency)
-    counts = {"ok": 0, "failed": 0}
+    server = server or default_server()
+    fields = _analyze_fields(task, question, objects, boxes, schema, max_tokens)
+    sources = _analyze_sources(task, paths)
+    job = BatchJob(server=server, task=task, fields=fields, api_key=api_key, concurrency=concurrency,
+                   together=TASKS[task].several_images)
+    work = job.work(sources)
+    failures: list[dict] = []
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}/s"), TimeRemainingColumn(), TextColumn("{task.fields[failed]} failed")]
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task(f"{task}", total=len(sources), rate="-", failed=0)
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        bar = progress.add_task(f"{task}", total=len(work), rate="-", failed=0)
 
         def record(line: dict) -> None:
-            counts["ok" if line["ok"] else "failed"] += 1
-            if draw and line["ok"] and not is_url(line["source"]):
-                draw_result(Path(line["source"]), line.get("result") or {}, draw / (Path(line["source"]).stem + ".png"))
+            if not line["ok"]:
+                failures.append(line)
+            elif draw and not job.together and not is_url(line["source"]):
+                draw_result(Path(line["source"]), line.get("result") or {}, drawn_path(draw, line["source"]))
             speed = progress.tasks[0].speed
-            progress.update(bar, advance=1, failed=counts["failed"], rate=f"{speed:.1f}" if speed else "-")
+            progress.update(bar, advance=1, failed=len(failures), rate=f"{speed:.1f}" if speed else "-")
 
-        progress.update(bar, completed=len(recorded_sources(out) & set(sources)))  # resumed
+        already = len(completed_work(out) & {" + ".join(w) for w in work})
+        progress.update(bar, completed=already)  # resumed
         try:
             ran = asyncio.run(run_batch(job, sources, out, record))
         except KeyboardInterrupt:
             progress.stop()
-            typer.echo(f"interrupted: {counts['ok']} done, {counts['failed']} failed this run; "
+            typer.echo(f"interrupted: {ran_so_far(progress, bar, already)} done this run, {len(failures)} failed; "
                        f"results so far are in {out}; run the same command again to resume", err=True)
             raise typer.Exit(130) from None
-    typer.echo(f"{ran} analysed ({counts['ok']} ok, {counts['failed']} failed), "
-               f"{len(sources) - ran} already in {out}", err=True)
+    typer.echo(f"{ran} analysed ({ran - len(failures)} ok, {len(failures)} failed), {already} already done "
+               f"in {out}", err=True)
+    if failures:
+        typer.echo("failures by reason:\n  " + "\n  ".join(summarize_failures(failures)), err=True)
+        typer.echo(f"run the same command again to retry the {len(failures)} failed", err=True)
+        raise typer.Exit(1)
+
+
+def ran_so_far(progress: Any, bar: Any, already: int) -> int:
+    return int(progress.tasks[0].completed) - already
+
+
+def _analyze_fields(task: str, question: str | None, objects: str | None, boxes: bool, schema: Path | None,
+                    max_tokens: int | None) -> dict[str, Any]:
+    """The request fields of a batch, checked against the task before anything is sent."""
+    if task not in TASKS:
+        raise _fail("analyze", f"unknown task {task!r}; tasks are: {', '.join(TASKS)}", code=2)
+    spec = TASKS[task]
+    if spec.needs_question and not question:
+        raise _fail("analyze", f"--task {task} needs --question", code=2)
+    if spec.needs_schema and schema is None:
+        raise _fail("analyze", f"--task {task} needs --schema FILE (a JSON Schema)", code=2)
+    fields: dict[str, Any] = {k: v for k, v in {"question": question, "max_tokens": max_tokens}.items()
+                              if v is not None}
+    if objects:
+        fields["objects"] = [o.strip() for o in objects.split(",") if o.strip()]
+    if boxes:
+        fields["boxes"] = True
+    if schema is not None:
+        try:
+            fields["schema"] = json.loads(schema.read_text())
+        except OSError as exc:
+            raise _fail("analyze", f"--schema {schema}: {exc.strerror}", code=2) from None
+        except ValueError as exc:
+            raise _fail("analyze", f"--schema {schema} is not valid JSON: {exc}", code=2) from None
+        if not isinstance(fields["schema"], dict):
+            raise _fail("analyze", f"--schema {schema} must hold a JSON object (a JSON Schema)", code=2)
+    return fields
+
+
+def _analyze_sources(task: str, paths: list[str]) -> list[str]:
+    from .batch import collect_sources, missing_inputs
+
+    missing = missing_inputs(paths)
+    if missing:
+        raise _fail("analyze", f"no such file or folder: {', '.join(missing)}", code=2)
+    sources = collect_sources(paths)
+    if not sources:
+        raise _fail("analyze", f"no images found in {', '.join(paths)}", code=2)
+    if TASKS[task].several_images and len(sources) < 2:
+        raise _fail("analyze", f"--task {task} compares two or more images; got {len(sources)}", code=2)
+    return sources
 
 
 @app.command("tiny-model")

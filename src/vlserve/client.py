@@ -1,21 +1,94 @@
 """A small typed client for vlserve, built on the official openai SDK (and httpx for
-the simple endpoints). Used by the CLI and the origin design's test scripts."""
+the simple endpoints). Used by the CLI and the origin design's test scripts.
+
+Failures become `ClientError`, whose message is one line a person can act on: which
+server could not be reached, that it wants an API key, that the URL is not a vlserve.
+"""
 
 from __future__ import annotations
 
 import base64
 import mimetypes
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 from openai import OpenAI
+from PIL import Image, UnidentifiedImageError
+
+DEFAULT_PORT = 8000
+
+
+def default_server() -> str:
+    """VLSERVE_URL, else this machine's server on PORT (8000 unless set)."""
+    return os.environ.get("VLSERVE_URL") or f"http://127.0.0.1:{os.environ.get('PORT') or DEFAULT_PORT}"
+
+
+class ClientError(Exception):
+    """Something the user can fix; the message is one line."""
+
+
+def explain(exc: BaseException, server: str) -> ClientError:
+    """One line for a failed call to `server`: what went wrong and what to do."""
+    if isinstance(exc, ClientError):
+        return exc
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+    if isinstance(exc, (openai.APIConnectionError, httpx.ConnectError, httpx.ConnectTimeout, ConnectionError)):
+        return ClientError(f"cannot reach a server at {server}: is `vlserve serve` running there? "
+                           "(set --server or VLSERVE_URL to use another)")
+    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+        return ClientError(f"the server at {server} did not answer in time")
+    if status == 401:
+        return ClientError(f"the server at {server} needs an API key: pass --api-key or set VLSERVE_API_KEY"
+                           + (" (the one given was refused)" if "Incorrect" in _message_of(exc) else ""))
+    if status == 404:
+        return ClientError(f"{server} answered 404: is it a vlserve server (not a path below one)? "
+                           "Check --server / VLSERVE_URL")
+    if status is not None:
+        return ClientError(f"the server at {server} answered HTTP {status}: {_message_of(exc)}")
+    return ClientError(f"{type(exc).__name__}: {exc}")
+
+
+def _message_of(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(exc, httpx.HTTPStatusError):
+        try:
+            body = exc.response.json()
+        except ValueError:
+            return exc.response.text[:200]
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return str(exc)
+
+
+def check_image_file(path: str | Path) -> Path:
+    """A readable image file, or a ClientError that names the path."""
+    path = Path(path)
+    if not path.exists():
+        raise ClientError(f"{path}: no such file")
+    if not path.is_file():
+        raise ClientError(f"{path}: not a file")
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+    except (UnidentifiedImageError, OSError):
+        raise ClientError(f"{path}: not an image file that can be read") from None
+    if image_format is None:
+        raise ClientError(f"{path}: not an image file that can be read")
+    return path
 
 
 def image_to_data_url(path: str | Path) -> str:
-    path = Path(path)
-    mime = mimetypes.guess_type(path.name)[0] or "image/jpeg"
+    path = check_image_file(path)
+    with Image.open(path) as image:
+        mime = Image.MIME.get(image.format or "", "image/jpeg")
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
@@ -34,8 +107,9 @@ def user_message(prompt: str, images: Sequence[str | Path] = ()) -> dict[str, An
 
 
 class VLClient:
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None,
+    def __init__(self, base_url: str | None = None, api_key: str | None = None,
                  timeout: float = 300.0) -> None:
+        base_url = base_url or default_server()
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.openai = OpenAI(base_url=f"{self.base_url}/v1", api_key=api_key or "none", timeout=timeout,
@@ -68,19 +142,20 @@ class VLClient:
                 yield chunk.choices[0].delta.content
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
-        if response.status_code >= 400:
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text
-            raise RuntimeError(f"HTTP {response.status_code}: {message}")
-        return response.json()
+        try:
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPStatusError, ValueError) as exc:
+            raise explain(exc, self.base_url) from None
 
     def health(self) -> dict[str, Any]:
         return self.http.get("/health").json()
 
     def gpu_status(self) -> dict[str, Any]:
-        return self._json(self.http.get("/gpu/status"))
+        try:
+            return self._json(self.http.get("/gpu/status"))
+        except httpx.HTTPError as exc:
+            raise explain(exc, self.base_url) from None
 
     def infer(self, prompt: str, image: str | Path | None = None, **fields: Any) -> dict[str, Any]:
         body = {"prompt": prompt, **fields}

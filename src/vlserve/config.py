@@ -189,6 +189,28 @@ class Settings(BaseSettings):
         return [field.alias for field in cls.model_fields.values() if field.alias]
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def check_local_model(settings: Settings) -> None:
+    """MODEL_PATH for the local engine must be a model folder or a hub id; anything else
+    would only show later as a 503 that never ends. Raises SettingsError (one line)."""
+    value = settings.model_path
+    if not value:
+        return  # the built-in tiny model
+    path = Path(value).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SettingsError(f"invalid setting MODEL_PATH={value!r}: the folder has no config.json, so it is "
+                                "not a model checkpoint (a Hugging Face model folder has config.json and weights)")
+        return
+    if path.exists():
+        raise SettingsError(f"invalid setting MODEL_PATH={value!r}: a file, not a model folder")
+    if not HUB_ID.fullmatch(value):
+        raise SettingsError(f"invalid setting MODEL_PATH={value!r}: no such folder, and not a hub id such as "
+                            "Qwen/Qwen3-VL-8B-Instruct")
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment; `overrides` (CLI flags) win.
 

@@ -14,6 +14,7 @@ from PIL import Image
 from ..servers import ServerProcess
 
 TEST_MEDIA_ENV = {"MEDIA_ALLOW_PRIVATE_HOSTS": "127.0.0.1"}
+KEYS = ("sk-first-key", "sk-second-key")
 
 
 def png_bytes(size=(64, 48), color=(200, 30, 30)) -> bytes:
@@ -46,6 +47,20 @@ def upstream_server(local_server, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     server = ServerProcess({"LMDEPLOY_BASE_URL": local_server.url, "SERVED_MODEL_NAME": "alias-model",
                             **TEST_MEDIA_ENV}, logs, "upstream").start()
+    try:
+        yield server.wait_healthy()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def secured(tiny_model_dir, tmp_path_factory):
+    """A local gateway with API keys: KEYS[0] from API_KEYS, KEYS[1] from API_KEYS_FILE."""
+    logs = tmp_path_factory.mktemp("auth")
+    keys_file = logs / "keys.txt"
+    keys_file.write_text(f"# one per line\n{KEYS[1]}\n")
+    server = ServerProcess({"MODEL_PATH": str(tiny_model_dir), "API_KEYS": KEYS[0],
+                            "API_KEYS_FILE": str(keys_file)}, logs, "secured").start()
     try:
         yield server.wait_healthy()
     finally:

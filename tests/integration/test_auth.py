@@ -6,23 +6,7 @@ import httpx
 import openai
 import pytest
 
-from ..servers import ServerProcess
-
-KEYS = ("sk-first-key", "sk-second-key")
-
-
-@pytest.fixture(scope="module")
-def secured(tiny_model_dir, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("auth")
-    keys_file = logs / "keys.txt"
-    keys_file.write_text(f"# one per line\n{KEYS[1]}\n")
-    server = ServerProcess({"MODEL_PATH": str(tiny_model_dir), "API_KEYS": KEYS[0],
-                            "API_KEYS_FILE": str(keys_file)}, logs, "secured").start()
-    try:
-        yield server.wait_healthy()
-    finally:
-        server.stop()
-
+from .conftest import KEYS
 
 ROUTES = [
     ("GET", "/v1/models", {}),
@@ -67,9 +51,17 @@ def test_with_a_right_key_every_route_answers(secured, method, path, kwargs, key
     assert resp.status_code != 401, resp.text
 
 
-@pytest.mark.parametrize("path", ["/health", "/docs", "/openapi.json"])
-def test_operations_and_docs_stay_open(secured, path):
+@pytest.mark.parametrize("path", ["/health", "/docs", "/redoc", "/openapi.json", "/", "/playground/app.js",
+                                  "/docs-assets/swagger-ui-bundle.js"])
+def test_operations_pages_and_docs_stay_open(secured, path):
     assert httpx.get(f"{secured.url}{path}", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/playground/../v1/models", "/playground/%2e%2e/v1/models",
+                                  "/docs-assets/../gpu/status", "//v1/models"])
+def test_the_open_prefixes_open_nothing_else(secured, path):
+    resp = httpx.get(f"{secured.url}{path}", timeout=10)
+    assert resp.status_code in (401, 404) and "data" not in resp.text
 
 
 def test_the_openai_sdk(secured):

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import png_bytes
+import pytest
+
+from .conftest import KEYS, png_bytes
 
 ROOT = Path(__file__).parents[2]
 
@@ -35,14 +37,74 @@ def test_chat_streaming_through_the_upstream_gateway(upstream_server):
     assert result.returncode == 0, result.stderr
 
 
-def test_chat_reports_an_unreachable_server(tmp_path):
-    result = vlserve("chat", "hello", "--server", "http://127.0.0.1:9")
-    assert result.returncode == 1 and "vlserve chat:" in result.stderr
+def one_line(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [("chat", "hello"), ("gpu",)])
+def test_an_unreachable_server_is_one_line_naming_it(command):
+    result = vlserve(*command, "--server", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    line = one_line(result)
+    assert "cannot reach a server at http://127.0.0.1:9" in line and "vlserve serve" in line
+
+
+@pytest.mark.parametrize("command", [("chat", "hello"), ("gpu",)])
+def test_a_keyed_server_says_how_to_give_the_key(secured, command):
+    result = vlserve(*command, "--server", secured.url)
+    assert result.returncode == 1 and "--api-key" in one_line(result) and "VLSERVE_API_KEY" in one_line(result)
+    wrong = vlserve(*command, "--server", secured.url, "--api-key", "sk-wrong")
+    assert wrong.returncode == 1 and "refused" in one_line(wrong)
+    right = vlserve(*command, "--server", secured.url, "--max-tokens" if command[0] == "chat" else "--json",
+                    *(["3"] if command[0] == "chat" else []), env={"VLSERVE_API_KEY": KEYS[0]})
+    assert right.returncode == 0, right.stderr
+
+
+@pytest.mark.parametrize("command", [("chat", "hello"), ("gpu",)])
+def test_a_wrong_url_says_so(local_server, command):
+    result = vlserve(*command, "--server", f"{local_server.url}/v1")
+    assert result.returncode == 1 and "404" in one_line(result) and "--server" in one_line(result)
+
+
+def test_a_file_that_is_not_an_image_is_named_as_a_path(tmp_path):
+    notes = tmp_path / "notes.py"
+    notes.write_text("print('hi')\n")
+    for path, message in [(notes, "not an image file"), (tmp_path / "gone.png", "no such file")]:
+        result = vlserve("chat", "what?", "--image", str(path), "--server", "http://127.0.0.1:9")
+        assert result.returncode == 1 and one_line(result) == f"vlserve chat: {path}: {message}" + \
+            (" that can be read" if message == "not an image file" else "")
+
+
+def test_the_default_server_is_on_port(local_server):
+    result = vlserve("chat", "hello", "--max-tokens", "3", env={"PORT": str(local_server.url.rsplit(":", 1)[1]),
+                                                                 "VLSERVE_URL": ""})
+    assert result.returncode == 0, result.stderr
 
 
 def test_gpu_table_without_a_gpu():
     result = vlserve("gpu")
     assert result.returncode == 0 and "No GPU" in result.stdout
+
+
+def test_gpu_table_of_a_running_server(local_server):
+    result = vlserve("gpu", "--server", local_server.url)
+    assert result.returncode == 0 and "No GPU" in result.stdout and local_server.url in result.stdout
+
+
+@pytest.mark.parametrize("value, message", [
+    ("/nonexistent/model", "no such folder, and not a hub id"),
+    ("not a hub id", "no such folder, and not a hub id"),
+])
+def test_a_model_path_that_cannot_be_a_model_stops_the_service(value, message):
+    result = vlserve("serve", env={"MODEL_PATH": value, "PORT": "9"}, timeout=60)
+    assert result.returncode == 2 and message in one_line(result) and "MODEL_PATH" in one_line(result)
+
+
+def test_a_folder_without_a_checkpoint_stops_the_service(tmp_path):
+    result = vlserve("serve", env={"MODEL_PATH": str(tmp_path), "PORT": "9"}, timeout=60)
+    assert result.returncode == 2 and "no config.json" in one_line(result)
 
 
 def test_gpu_json_from_a_running_server(local_server):

@@ -4,7 +4,7 @@ import json
 
 from PIL import Image
 
-from vlserve.batch import collect_sources, recorded_sources
+from vlserve.batch import collect_sources, completed_work, drawn_path
 from vlserve.drawing import draw_result
 
 from .test_media_images import with_orientation
@@ -21,11 +21,32 @@ def test_sources_from_folders_lists_and_urls(tmp_path):
                        f"{tmp_path}/three.webp"]
 
 
-def test_a_torn_last_line_is_cut_before_resuming(tmp_path):
+def test_resuming_keeps_what_was_done_and_drops_failures_and_a_torn_line(tmp_path):
     out = tmp_path / "r.jsonl"
-    out.write_text(json.dumps({"source": "a", "ok": True}) + "\n" + '{"source": "b", "o')
-    assert recorded_sources(out) == {"a"}
-    assert out.read_text().endswith("}\n")
+    lines = [{"source": "a", "ok": True}, {"source": "b", "ok": False, "error": {"message": "down"}},
+             {"source": "c", "ok": True}]
+    out.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"source": "d", "o')
+    assert completed_work(out) == {"a", "c"}
+    assert [json.loads(line)["source"] for line in out.read_text().splitlines()] == ["a", "c"]
+
+
+def test_drawn_copies_keep_their_paths_so_names_never_collide(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sources = ["a.jpg", "a.png", "sub1/x.jpg", "sub2/x.jpg", "/elsewhere/a.jpg"]
+    drawn = [drawn_path(tmp_path / "drawn", source) for source in sources]
+    assert len(set(drawn)) == len(sources)
+    assert drawn[2] == tmp_path / "drawn" / "sub1" / "x.jpg.png"
+    assert drawn[4] == tmp_path / "drawn" / "elsewhere" / "a.jpg.png"
+
+
+def test_labels_have_a_backing_that_contrasts(tmp_path):
+    source = tmp_path / "same.png"
+    Image.new("RGB", (400, 300), (230, 25, 75)).save(source)  # the first box colour all over
+    drawn = draw_result(source, {"objects": [{"label": "cat", "box": [50, 50, 350, 250]}]}, tmp_path / "o.png")
+    img = Image.open(drawn)
+    label_area = img.crop((52, 52, 120, 75))
+    # White ink on the red backing: near-white pixels where the image has none.
+    assert any(min(color) > 230 for _, color in label_area.getcolors(1 << 16))
 
 
 def test_boxes_are_drawn_on_the_upright_image(tmp_path):
