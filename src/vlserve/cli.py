@@ -40,7 +40,7 @@ def _server_settings(**overrides) -> Settings:
     """Settings for a command that serves HTTP, with logging set up (request lines as JSON)."""
     settings = _settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    configure_access_log()
+    configure_access_log(settings.access_log, settings.log_level)
     return settings
 
 
@@ -281,6 +281,72 @@ def _analyze_sources(task: str, paths: list[str]) -> list[str]:
     if TASKS[task].several_images and len(sources) < 2:
         raise _fail("analyze", f"--task {task} compares two or more images; got {len(sources)}", code=2)
     return sources
+
+
+@app.command()
+def bench(
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+    model: Annotated[str | None, typer.Option(help="Model id [default: the server's first]")] = None,
+    stream: Annotated[bool, typer.Option(help="Stream the answers (TTFT and ITL need it)")] = True,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight (closed loop), or the cap with --rate")]
+        = 8,
+    rate: Annotated[float | None, typer.Option(help="Requests per second (open loop) instead of a fixed concurrency")]
+        = None,
+    duration: Annotated[float, typer.Option(help="Seconds to measure (after the warm-up)")] = 30.0,
+    requests: Annotated[int | None, typer.Option(help="Send this many requests instead of running for --duration")]
+        = None,
+    warmup: Annotated[float, typer.Option(help="Seconds at the start whose requests are not counted")] = 0.0,
+    max_tokens: Annotated[int, typer.Option(help="max_tokens of each request")] = 128,
+    prompt: Annotated[str, typer.Option(help="The user message")] = "Describe this picture in detail.",
+    image_size: Annotated[str | None, typer.Option(help="Send a generated JPEG of WIDTHxHEIGHT in each request")]
+        = None,
+    ignore_eos: Annotated[bool, typer.Option(help="Ask for exactly max_tokens (LMDeploy's and vLLM's field)")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON here")] = None,
+) -> None:
+    """Load-test an OpenAI-compatible server: TTFT, inter-token latency, latency, throughput, errors."""
+    from .client import default_server
+    from .loadgen import BenchConfig, run
+
+    size = None
+    if image_size:
+        try:
+            width, height = (int(part) for part in image_size.lower().split("x"))
+            size = (width, height)
+        except ValueError:
+            raise _fail("bench", f"--image-size {image_size!r}: write WIDTHxHEIGHT, e.g. 1280x960", code=2) from None
+    config = BenchConfig(url=server or default_server(), model=model, api_key=api_key, stream=stream,
+                         prompt=prompt, max_tokens=max_tokens, image_size=size, concurrency=concurrency, rate=rate,
+                         duration_s=duration, requests=requests, warmup_s=warmup,
+                         extra={"ignore_eos": True} if ignore_eos else {})
+    try:
+        summary = run(config).summary()
+    except Exception as exc:
+        from .client import explain
+        raise _fail("bench", explain(exc, config.url)) from None
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(_bench_table(summary, config.url))
+    if summary["errors"]:
+        kinds = ", ".join(f"{count} × {kind}" for kind, count in summary["errors"].items())
+        hint = " (the server needs an API key: --api-key or VLSERVE_API_KEY)" if "HTTP 401" in summary["errors"] else ""
+        raise _fail("bench", f"{summary['requests'] - summary['ok']} of {summary['requests']} requests failed: "
+                    f"{kinds}{hint}")
+
+
+def _bench_table(summary: dict[str, Any], url: str) -> Table:
+    mode = f"rate {summary['rate']}/s" if summary["rate"] else f"concurrency {summary['concurrency']}"
+    table = Table(title=f"{url} · {summary['model']} · {'stream' if summary['stream'] else 'whole answers'} · "
+                        f"{mode} · {summary['duration_s']} s")
+    for column in ("", "p50", "p90", "p99", "mean"):
+        table.add_column(column, justify="right")
+    for name, key in (("TTFT ms", "ttft_ms"), ("inter-token ms", "itl_ms"), ("latency ms", "latency_ms")):
+        row = summary[key]
+        table.add_row(name, *("–" if row[k] is None else f"{row[k]:.1f}" for k in ("p50", "p90", "p99", "mean")))
+    table.caption = (f"{summary['ok']} ok of {summary['requests']} · {summary['requests_per_s']} req/s · "
+                     f"{summary['output_tokens_per_s']} output tokens/s · {summary['output_tokens_per_request']} "
+                     f"tokens/request · errors: {summary['errors'] or 'none'}")
+    return table
 
 
 @app.command("tiny-model")

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import openai
 from openai import OpenAI
@@ -38,7 +39,10 @@ def explain(exc: BaseException, server: str) -> ClientError:
     status = getattr(exc, "status_code", None)
     if isinstance(exc, httpx.HTTPStatusError):
         status = exc.response.status_code
-    if isinstance(exc, (openai.APIConnectionError, httpx.ConnectError, httpx.ConnectTimeout, ConnectionError)):
+    if isinstance(exc, aiohttp.ClientResponseError):
+        status = exc.status
+    if isinstance(exc, (openai.APIConnectionError, httpx.ConnectError, httpx.ConnectTimeout, ConnectionError,
+                        aiohttp.ClientConnectorError)):
         return ClientError(f"cannot reach a server at {server}: is `vlserve serve` running there? "
                            "(set --server or VLSERVE_URL to use another)")
     if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", alias="HOST")
     port: int = Field(8000, ge=1, le=65535, alias="PORT")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
+    access_log: bool = Field(True, alias="ACCESS_LOG")
     max_request_bytes: int = Field(64 * MiB, ge=1024, alias="MAX_REQUEST_BYTES")
     http_max_header_bytes: int = Field(64 * 1024, ge=1024, alias="HTTP_MAX_HEADER_BYTES")
     http_header_timeout_s: float = Field(10.0, gt=0, alias="HTTP_HEADER_TIMEOUT_S")

@@ -129,14 +129,19 @@ class Observe:
             _log(scope, route, status, seconds, ttft, obs)
 
 
-def configure_access_log() -> None:
-    """Request lines go to stderr as bare JSON, one per line, whatever the app's log format."""
+def configure_access_log(enabled: bool = True, log_level: str = "info") -> None:
+    """Request lines go to stderr as bare JSON, one per line, whatever the app's log format.
+
+    They are INFO lines: ACCESS_LOG=false or a LOG_LEVEL above info turns them off (and
+    saves building them: `_log` checks first).
+    """
     if not access_log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         access_log.addHandler(handler)
         access_log.propagate = False
-        access_log.setLevel(logging.INFO)
+    level = max(logging.INFO, logging.getLevelName(log_level.upper()))
+    access_log.setLevel(level if enabled else logging.CRITICAL + 1)
 
 
 def _log(scope: Scope, route: str, status: int, seconds: float, ttft: float | None, obs: Observation) -> None:

@@ -134,3 +134,23 @@ def test_origin_test_scripts(local_server, tmp_path):
     advanced = run(sys.executable, "test_api_advanced.py", "--image", str(image), env=env, timeout=300)
     assert advanced.returncode == 0, advanced.stdout + advanced.stderr
     assert advanced.stdout.strip().splitlines()[-1] == "11 passed, 0 failed"
+
+
+def test_bench_against_the_tiny_model(local_server, tmp_path):
+    out = tmp_path / "bench.json"
+    result = vlserve("bench", "--server", local_server.url, "--requests", "4", "--concurrency", "2",
+                     "--max-tokens", "8", "--ignore-eos", "--image-size", "320x240", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "TTFT ms" in result.stdout and "inter-token ms" in result.stdout
+    import json
+
+    summary = json.loads(out.read_text())
+    assert summary["ok"] == 4 and summary["errors"] == {} and summary["output_tokens_per_request"] == 8
+    assert summary["ttft_ms"]["p50"] > 0 and summary["itl_ms"]["p50"] > 0
+
+
+def test_bench_reports_errors_and_bad_arguments(secured):
+    result = vlserve("bench", "--server", secured.url, "--requests", "2", "--model", "qwen3-vl-tiny-random")
+    assert result.returncode == 1 and "2 of 2 requests failed: 2 × HTTP 401" in one_line(result)
+    bad = vlserve("bench", "--server", secured.url, "--image-size", "big")
+    assert bad.returncode == 2 and "WIDTHxHEIGHT" in bad.stderr

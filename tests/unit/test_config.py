@@ -57,3 +57,17 @@ def test_readme_table_lists_every_setting():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", readme, re.M))
     assert documented == set(Settings.env_names())
+
+
+def test_the_access_log_follows_access_log_and_log_level():
+    import logging
+
+    from vlserve.observability import access_log, configure_access_log
+
+    try:
+        for enabled, level, expected in [(True, "info", True), (True, "debug", True), (True, "warning", False),
+                                         (True, "error", False), (False, "info", False), (False, "debug", False)]:
+            configure_access_log(enabled, level)
+            assert access_log.isEnabledFor(logging.INFO) is expected, (enabled, level)
+    finally:
+        configure_access_log()

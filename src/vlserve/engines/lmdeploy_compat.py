@@ -56,16 +56,24 @@ def _error_event(payload: dict[str, Any]) -> ServiceError | None:
 
 
 def usage_in(events: bytes, report: Any) -> None:
-    """Hand the last `usage` object found in these SSE events to `report`."""
-    for event in reversed(EVENT_END.split(events)):
-        if event.startswith(b"data: {"):
-            try:
-                usage = json.loads(event[6:]).get("usage")
-            except ValueError:
-                continue
-            if isinstance(usage, dict):
-                report(usage)
-                return
+    """Hand the last `usage` object found in these SSE events to `report`.
+
+    Only the event that holds the last `"usage"` is parsed (found with byte searches,
+    not by splitting the whole read into events).
+    """
+    at = events.rfind(b'"usage"')
+    while at >= 0:
+        start = events.rfind(b"data:", 0, at)
+        end = min((i for i in (events.find(b"\n\n", at), events.find(b"\r\n\r\n", at)) if i >= 0),
+                  default=len(events))
+        try:
+            usage = json.loads(events[start + 5:end]).get("usage") if start >= 0 else None
+        except (ValueError, AttributeError):
+            usage = None
+        if isinstance(usage, dict):
+            report(usage)
+            return
+        at = events.rfind(b'"usage"', 0, max(start, 0))
 
 
 class StreamTranslator:

@@ -1,4 +1,9 @@
-"""Text forms of media: base64 (lenient about whitespace, padding, URL-safe alphabet) and data URLs."""
+"""Text forms of media: base64 (lenient about whitespace, padding, URL-safe alphabet) and data URLs.
+
+Megabytes of base64 arrive with every image, so the common case costs one pass in C:
+strict standard base64 is decoded directly; only text that fails it (whitespace, the
+URL-safe alphabet, missing padding) is cleaned first. No regex runs over the data.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,7 @@ import re
 
 from ..errors import ErrorKind, ServiceError
 
-_DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*?),(?P<data>.*)$", re.S)
-_WHITESPACE = re.compile(r"\s+")
+_DATA_URL_HEADER = re.compile(r"data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*)")
 
 
 def too_large(what: str, limit: int) -> ServiceError:
@@ -17,10 +21,21 @@ def too_large(what: str, limit: int) -> ServiceError:
 
 
 def decode_base64(text: str, max_bytes: int) -> bytes:
-    cleaned = _WHITESPACE.sub("", text)
-    if len(cleaned) * 3 // 4 > max_bytes:
+    if len(text) // 4 * 3 > max_bytes + 2:  # may be mostly whitespace: measure what is left
+        text = "".join(text.split())
+        if len(text) // 4 * 3 > max_bytes + 2:
+            raise too_large("The media", max_bytes)
+    try:
+        data = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        data = _decode_lenient(text)
+    if len(data) > max_bytes:
         raise too_large("The media", max_bytes)
-    cleaned = cleaned.replace("-", "+").replace("_", "/").rstrip("=")
+    return data
+
+
+def _decode_lenient(text: str) -> bytes:
+    cleaned = "".join(text.split()).replace("-", "+").replace("_", "/").rstrip("=")
     cleaned += "=" * (-len(cleaned) % 4)
     try:
         return base64.b64decode(cleaned, validate=True)
@@ -30,8 +45,9 @@ def decode_base64(text: str, max_bytes: int) -> bytes:
 
 def parse_data_url(url: str, kind: str, max_bytes: int) -> bytes:
     """The bytes of a base64 data URL whose type is `kind`/* (or unspecified)."""
-    match = _DATA_URL.match(url)
-    if not match:
+    header, comma, data = url.partition(",")
+    match = _DATA_URL_HEADER.fullmatch(header)
+    if not comma or not match:
         raise ServiceError(ErrorKind.INVALID_IMAGE, f"Malformed data URL: expected data:{kind}/<type>;base64,<data>.")
     mime = match["mime"].strip().lower()
     if mime and not mime.startswith(f"{kind}/") and mime != "application/octet-stream":
@@ -39,7 +55,7 @@ def parse_data_url(url: str, kind: str, max_bytes: int) -> bytes:
         raise ServiceError(ErrorKind.UNSUPPORTED_MEDIA, f"A data URL of type {mime!r} is not {article} {kind}.")
     if ";base64" not in match["params"].lower():
         raise ServiceError(ErrorKind.INVALID_IMAGE, f"Only base64 data URLs are accepted for {kind}s.")
-    return decode_base64(match["data"], max_bytes)
+    return decode_base64(data, max_bytes)
 
 
 def to_data_url(mime: str, data: bytes) -> str:

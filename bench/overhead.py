@@ -1,0 +1,164 @@
+"""Benchmark: what the gateway itself costs, side by side with the origin design's adapter.
+
+    python bench/overhead.py [--requests 400] [--write bench/RESULTS.md]
+
+One canned engine (bench/fake_upstream.py) is called three ways in one run: directly,
+through vlserve, and through the naive adapter (bench/naive_adapter.py: FastAPI +
+`requests`, as the origin design had it). The gateway under test runs alone on core 0
+(`taskset`), the engine and the load generator (vlserve's own, `vlserve bench`) on the
+other core. A gateway's cost is its process's CPU seconds (from /proc) divided by the
+requests, or the chunks, it relayed. Three loads:
+
+- small chat answers, not streamed, 16 in flight;
+- streams whose chunks come 25 ms apart, as an engine's tokens do (one event per read),
+  64 in flight: CPU per chunk, throughput and time to first token against direct;
+- one 1 MB photo (1523x1142 JPEG) per request, 8 in flight: vlserve validates and
+  downscales it to the pixel budget, the adapter forwards the string.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from servers import free_port  # noqa: E402
+
+from vlserve.loadgen import BenchConfig, LoadGenerator, sample_image  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} never answered")
+
+
+def start(args: list[str], env: dict[str, str] | None = None, core: int | None = None) -> subprocess.Popen:
+    pin = ["taskset", "-c", str(core)] if core is not None and os.cpu_count() and os.cpu_count() > 1 else []
+    return subprocess.Popen([*pin, *args], env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+class Engine:
+    """A canned engine on core 1: `chunks` pieces, `delay_ms` apart."""
+
+    def __init__(self, chunks: int, delay_ms: float) -> None:
+        self.port = free_port()
+        self.proc = start([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(self.port),
+                           "--chunks", str(chunks), "--delay-ms", str(delay_ms)], core=1)
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_ready(f"{self.url}/v1/models")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def gateways(engine: Engine) -> dict[str, tuple[str, subprocess.Popen]]:
+    vl_port, naive_port = free_port(), free_port()
+    vlserve = start([sys.executable, "-m", "vlserve.cli", "serve"], core=0, env={
+        "LMDEPLOY_BASE_URL": engine.url, "PORT": str(vl_port), "ACCESS_LOG": "false", "LOG_LEVEL": "warning",
+        "MAX_CONCURRENT_REQUESTS": "1024", "MEDIA_ALLOW_PRIVATE_HOSTS": ""})
+    naive = start([sys.executable, str(ROOT / "bench" / "naive_adapter.py"), "--port", str(naive_port),
+                   "--upstream", engine.url], core=0)
+    found = {"vlserve": (f"http://127.0.0.1:{vl_port}", vlserve), "naive adapter": (f"http://127.0.0.1:{naive_port}",
+                                                                                   naive)}
+    wait_ready(f"{found['vlserve'][0]}/health")
+    wait_ready(f"{found['naive adapter'][0]}/v1/models")
+    return found
+
+
+def load(url: str, proc: subprocess.Popen | None, config: dict) -> dict:
+    """Run one load against `url`; the gateway process's CPU per request and per chunk."""
+    before = cpu_seconds(proc.pid) if proc else 0.0
+    report = LoadGenerator(BenchConfig(url=url, model="fake", duration_s=None, **config)).run_sync()
+    used = cpu_seconds(proc.pid) - before if proc else 0.0
+    summary = report.summary()
+    chunks = sum(r.output_tokens for r in report.results if r.ok)
+    return {"summary": summary, "cpu_us_per_request": used / max(1, summary["ok"]) * 1e6,
+            "cpu_us_per_chunk": used / max(1, chunks) * 1e6, "chunks_per_s": chunks / report.wall_s}
+
+
+def run_load(name: str, engine_args: tuple[int, float], config: dict, warmup: dict) -> dict[str, dict]:
+    engine = Engine(*engine_args)
+    found = gateways(engine)
+    try:
+        results = {"direct": load(engine.url, None, config)}
+        for gateway, (url, proc) in found.items():
+            load(url, proc, warmup)
+            results[gateway] = load(url, proc, config)
+    finally:
+        for _, proc in found.values():
+            proc.terminate()
+        engine.stop()
+    print(name, {k: {m: round(v, 1) for m, v in r.items() if m != "summary"} for k, r in results.items()})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400, help="small requests per gateway (streams: /4)")
+    parser.add_argument("--write", help="append the results as Markdown to this file")
+    args = parser.parse_args()
+    small = run_load("small", (16, 0), {"stream": False, "concurrency": 16, "requests": args.requests},
+                     {"stream": False, "concurrency": 16, "requests": 50})
+    streams = run_load("stream", (40, 25), {"stream": True, "concurrency": 64, "requests": args.requests // 2},
+                       {"stream": True, "concurrency": 64, "requests": 64})
+    image = {"stream": False, "concurrency": 8, "requests": max(16, args.requests // 10), "image_size": (1523, 1142)}
+    images = run_load("image", (16, 0), image, {**image, "requests": 8})
+    photo_bytes = len(sample_image((1523, 1142))) * 3 // 4
+    text = report(args, small, streams, images, photo_bytes)
+    print(text)
+    if args.write:
+        with open(args.write, "a") as fh:
+            fh.write(text)
+
+
+def report(args, small: dict, streams: dict, images: dict, photo_bytes: int) -> str:
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}×" if b else "–"
+
+    rows = []
+    for name in ("vlserve", "naive adapter"):
+        s, st, im = small[name], streams[name], images[name]
+        ttft = st["summary"]["ttft_ms"]["p50"] - streams["direct"]["summary"]["ttft_ms"]["p50"]
+        rows.append(f"| {name} | {s['cpu_us_per_request']:,.0f} | {st['cpu_us_per_chunk']:,.1f} | "
+                    f"{ratio(st['chunks_per_s'], streams['direct']['chunks_per_s'])} | {ttft:+.1f} | "
+                    f"{im['cpu_us_per_request']:,.0f} |")
+    vl, naive = small["vlserve"], small["naive adapter"]
+    return (f"\n## Gateway overhead side by side (`bench/overhead.py`)\n\n"
+            f"Command: `python bench/overhead.py --requests {args.requests}`  \n"
+            f"Date: {datetime.date.today()}; machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}; gateway pinned to core 0, engine and client on core 1\n\n"
+            "| gateway | small chat, 16 in flight: CPU µs/request | stream, 25 ms/chunk, 64 in flight: CPU µs/chunk "
+            "| stream throughput vs direct | added TTFT p50 ms | 1 MB photo, 8 in flight: CPU µs/request |\n"
+            "|---|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n\n"
+            f"vlserve per small request: {ratio(vl['cpu_us_per_request'], naive['cpu_us_per_request'])} the naive "
+            f"adapter's CPU; per streamed chunk: "
+            f"{ratio(streams['vlserve']['cpu_us_per_chunk'], streams['naive adapter']['cpu_us_per_chunk'])}; per "
+            f"photo ({photo_bytes:,} bytes, downscaled by vlserve, forwarded as is by the adapter): "
+            f"{ratio(images['vlserve']['cpu_us_per_request'], images['naive adapter']['cpu_us_per_request'])}.\n")
+
+
+if __name__ == "__main__":
+    main()
