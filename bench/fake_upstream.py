@@ -44,7 +44,7 @@ def make_app(chunks: int, delay_s: float) -> web.Application:
         await response.write(final + b"data: [DONE]\n\n")
         return response
 
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024 * 1024)  # images: aiohttp's default is 1 MiB
     app.add_routes([web.get("/v1/models", models), web.post("/v1/chat/completions", chat)])
     return app
 

@@ -94,6 +94,8 @@ def load(url: str, proc: subprocess.Popen | None, config: dict) -> dict:
     report = LoadGenerator(BenchConfig(url=url, model="fake", duration_s=None, **config)).run_sync()
     used = cpu_seconds(proc.pid) - before if proc else 0.0
     summary = report.summary()
+    if summary["errors"]:
+        raise RuntimeError(f"{url}: {summary['errors']}")
     chunks = sum(r.output_tokens for r in report.results if r.ok)
     return {"summary": summary, "cpu_us_per_request": used / max(1, summary["ok"]) * 1e6,
             "cpu_us_per_chunk": used / max(1, chunks) * 1e6, "chunks_per_s": chunks / report.wall_s}

@@ -39,15 +39,18 @@ def missing_inputs(paths: Iterable[str]) -> list[str]:
     return [raw for raw in paths if not is_url(raw) and not Path(raw).exists()]
 
 
-def collect_sources(paths: Iterable[str]) -> list[str]:
-    """Expand folders and list files into sources, in a stable order, without duplicates."""
+def collect_sources(paths: Iterable[str], skip: Path | None = None) -> list[str]:
+    """Expand folders and list files into sources, in a stable order, without duplicates.
+    Nothing under `skip` (where drawn copies go) is taken from a folder."""
     sources: list[str] = []
+    skipped = skip.resolve() if skip is not None else None
     for raw in paths:
         path = Path(raw)
         if is_url(raw):
             sources.append(raw)
         elif path.is_dir():
-            sources += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            sources += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                              and not (skipped and p.resolve().is_relative_to(skipped)))
         elif path.suffix.lower() in LIST_EXTENSIONS and path.is_file():
             lines = (line.strip() for line in path.read_text().splitlines())
             sources += [line for line in lines if line and not line.startswith("#")]
@@ -61,20 +64,33 @@ def work_key(sources: tuple[str, ...]) -> str:
     return " + ".join(sources)
 
 
+class NotOurFile(Exception):
+    """The output file holds lines this command did not write: it is not touched."""
+
+
 def completed_work(out: Path) -> set[str]:
     """Work already done in `out`. Failed lines are dropped from the file (they will be
-    tried again) and a torn last line (a crash mid-write) is cut away."""
+    tried again) and a torn last line (a crash mid-write) is cut away. A file with a
+    whole line that is not one of ours is refused (NotOurFile), never rewritten."""
     if not out.exists():
         return set()
-    kept, done = [], set()
-    for line in out.read_bytes().decode("utf-8", "replace").splitlines(keepends=True):
+    kept, done, changed = [], set(), False
+    lines = out.read_bytes().decode("utf-8", "replace").splitlines(keepends=True)
+    for number, line in enumerate(lines, 1):
         try:
-            record = json.loads(line) if line.endswith("\n") else None
+            record = json.loads(line)
         except ValueError:
             record = None
-        if isinstance(record, dict) and record.get("ok") and "source" in record:
+        ours = isinstance(record, dict) and isinstance(record.get("source"), str) and "ok" in record
+        if not ours and (line.endswith("\n") or number < len(lines)) and line.strip():
+            raise NotOurFile(f"{out} line {number} is not a result line of vlserve analyze; choose another --out")
+        if ours and record["ok"] and line.endswith("\n"):
             kept.append(line)
             done.add(record["source"])
+        else:
+            changed = True
+    if not changed:
+        return done
     partial = out.with_name(out.name + ".partial")
     partial.write_text("".join(kept), encoding="utf-8")
     os.replace(partial, out)  # atomic: an interruption leaves the old file or the new one

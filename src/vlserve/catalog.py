@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .config import Settings
-from .engines.base import Engine
+from .engines.base import Engine, EngineStatus
 from .errors import ErrorKind, ServiceError
 
 
@@ -24,12 +24,21 @@ class ModelCatalog:
         /health reports (the model's own limit when it is below MAX_MODEL_LEN)."""
         return self._engine.status().max_model_len or self._configured_context
 
-    def engine_models(self) -> list[str]:
+    def _ready_status(self) -> EngineStatus:
         status = self._engine.status()
         if not status.ready:
             raise ServiceError(ErrorKind.ENGINE_UNAVAILABLE, f"The engine is not ready: {status.detail}.",
                                headers={"Retry-After": "5"})
-        return status.models
+        return status
+
+    def engine_models(self) -> list[str]:
+        return self._ready_status().models
+
+    def target(self, requested: str | None) -> tuple[str, int]:
+        """The engine's id for `requested` and the context it enforces, from one status
+        snapshot (a request needs both)."""
+        status = self._ready_status()
+        return self._resolve(requested, status.models), status.max_model_len or self._configured_context
 
     def advertised(self) -> list[str]:
         models = self.engine_models()
@@ -39,7 +48,9 @@ class ModelCatalog:
 
     def resolve(self, requested: str | None) -> str:
         """The engine's id for `requested` (None: the default model), or 404."""
-        models = self.engine_models()
+        return self._resolve(requested, self.engine_models())
+
+    def _resolve(self, requested: str | None, models: list[str]) -> str:
         if requested is None or requested in models:
             return requested or models[0]
         if requested == self._alias:

@@ -196,13 +196,14 @@ def analyze(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .batch import BatchJob, completed_work, drawn_path, is_url, run_batch, summarize_failures
+    from .batch import BatchJob, NotOurFile, completed_work, drawn_path, is_url, run_batch, summarize_failures
     from .client import default_server
     from .drawing import draw_result
 
     server = server or default_server()
     fields = _analyze_fields(task, question, objects, boxes, schema, max_tokens)
-    sources = _analyze_sources(task, paths)
+    _check_outputs(out, draw)
+    sources = _analyze_sources(task, paths, draw)
     job = BatchJob(server=server, task=task, fields=fields, api_key=api_key, concurrency=concurrency,
                    together=TASKS[task].several_images)
     work = job.work(sources)
@@ -216,11 +217,18 @@ def analyze(
             if not line["ok"]:
                 failures.append(line)
             elif draw and not job.together and not is_url(line["source"]):
-                draw_result(Path(line["source"]), line.get("result") or {}, drawn_path(draw, line["source"]))
+                try:
+                    draw_result(Path(line["source"]), line.get("result") or {}, drawn_path(draw, line["source"]))
+                except Exception as exc:  # a drawing is a by-product: the result line is already written
+                    progress.console.print(f"could not draw {line['source']}: {exc}", highlight=False)
             speed = progress.tasks[0].speed
             progress.update(bar, advance=1, failed=len(failures), rate=f"{speed:.1f}" if speed else "-")
 
-        already = len(completed_work(out) & {" + ".join(w) for w in work})
+        try:
+            already = len(completed_work(out) & {" + ".join(w) for w in work})
+        except NotOurFile as exc:
+            progress.stop()
+            raise _fail("analyze", exc, code=2) from None
         progress.update(bar, completed=already)  # resumed
         try:
             ran = asyncio.run(run_batch(job, sources, out, record))
@@ -269,13 +277,22 @@ def _analyze_fields(task: str, question: str | None, objects: str | None, boxes:
     return fields
 
 
-def _analyze_sources(task: str, paths: list[str]) -> list[str]:
+def _check_outputs(out: Path, draw: Path | None) -> None:
+    if out.is_dir():
+        raise _fail("analyze", f"--out {out} is a folder; give a file such as {out / 'results.jsonl'}", code=2)
+    if not out.parent.is_dir():
+        raise _fail("analyze", f"--out {out}: the folder {out.parent} does not exist", code=2)
+    if draw is not None and draw.exists() and not draw.is_dir():
+        raise _fail("analyze", f"--draw {draw} is a file; give a folder for the drawn copies", code=2)
+
+
+def _analyze_sources(task: str, paths: list[str], draw: Path | None = None) -> list[str]:
     from .batch import collect_sources, missing_inputs
 
     missing = missing_inputs(paths)
     if missing:
         raise _fail("analyze", f"no such file or folder: {', '.join(missing)}", code=2)
-    sources = collect_sources(paths)
+    sources = collect_sources(paths, skip=draw)
     if not sources:
         raise _fail("analyze", f"no images found in {', '.join(paths)}", code=2)
     if TASKS[task].several_images and len(sources) < 2:

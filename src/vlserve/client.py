@@ -41,12 +41,15 @@ def explain(exc: BaseException, server: str) -> ClientError:
         status = exc.response.status_code
     if isinstance(exc, aiohttp.ClientResponseError):
         status = exc.status
+    # Timeouts first: the SDK's timeout error is a kind of its connection error.
+    if isinstance(exc, (openai.APITimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
+        return ClientError(f"the server at {server} did not answer in time")
     if isinstance(exc, (openai.APIConnectionError, httpx.ConnectError, httpx.ConnectTimeout, ConnectionError,
                         aiohttp.ClientConnectorError)):
         return ClientError(f"cannot reach a server at {server}: is `vlserve serve` running there? "
                            "(set --server or VLSERVE_URL to use another)")
-    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
-        return ClientError(f"the server at {server} did not answer in time")
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL, ValueError)) and "://" not in server[:12]:
+        return ClientError(f"{server!r} is not a server URL: write it as http://host:port")
     if status == 401:
         return ClientError(f"the server at {server} needs an API key: pass --api-key or set VLSERVE_API_KEY"
                            + (" (the one given was refused)" if "Incorrect" in _message_of(exc) else ""))

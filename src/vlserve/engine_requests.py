@@ -45,16 +45,16 @@ class RequestBuilder:
 
     async def from_chat(self, body: ChatCompletionRequest) -> EngineRequest:
         request = body.model_dump(exclude_none=True, by_alias=True)
-        request["model"] = self._catalog.resolve(body.model)
-        budgets = await self._normalize_media(request["messages"])
+        request["model"], context = self._catalog.target(body.model)
+        budgets = await self._normalize_media(request["messages"], context)
         request["messages"] = one_system_message(request["messages"])
-        return EngineRequest(self._with_defaults(request), image_pixels=pixel_bounds(budgets))
+        return EngineRequest(self._with_defaults(request, context), image_pixels=pixel_bounds(budgets))
 
     def from_completion(self, body: CompletionRequest) -> EngineRequest:
         request = body.model_dump(exclude_none=True)
-        request["model"] = self._catalog.resolve(body.model)
-        request.setdefault("max_tokens", min(COMPLETIONS_DEFAULT_MAX_TOKENS, self._catalog.context_length() - 1))
-        return EngineRequest(self._with_defaults(request), kind="text")
+        request["model"], context = self._catalog.target(body.model)
+        request.setdefault("max_tokens", min(COMPLETIONS_DEFAULT_MAX_TOKENS, context - 1))
+        return EngineRequest(self._with_defaults(request, context), kind="text")
 
     async def images(self, sources: list[str | bytes]) -> list[NormalizedImage]:
         """The images of /infer and /analyze (references or uploaded bytes), refused
@@ -71,13 +71,13 @@ class RequestBuilder:
         messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
         if system_prompt:
             messages.insert(0, {"role": "system", "content": system_prompt})
-        request = {"model": self._catalog.resolve(model), "messages": messages, **sampling}
-        return EngineRequest(self._with_defaults(request),
+        resolved, context = self._catalog.target(model)
+        request = {"model": resolved, "messages": messages, **sampling}
+        return EngineRequest(self._with_defaults(request, context),
                              image_pixels=pixel_bounds([image.budget for image in images]))
 
-    def _with_defaults(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _with_defaults(self, request: dict[str, Any], context: int) -> dict[str, Any]:
         settings = self._settings
-        context = self._catalog.context_length()
         limit = request.get("max_completion_tokens") or request.get("max_tokens")
         if limit is not None and limit >= context:
             raise ServiceError(ErrorKind.BAD_REQUEST, f"max_tokens={limit} does not fit in the model's context "
@@ -91,7 +91,7 @@ class RequestBuilder:
             request.setdefault("top_k", settings.top_k)
         return request
 
-    async def _normalize_media(self, messages: list[dict[str, Any]]) -> list[PixelBudget]:
+    async def _normalize_media(self, messages: list[dict[str, Any]], context: int) -> list[PixelBudget]:
         """Replace every image_url/video_url in `messages` (in place) by a validated data URL.
 
         Returns the pixel budget each image was prepared for.
@@ -103,13 +103,15 @@ class RequestBuilder:
         for part in parts:
             if not (part.get(part["type"]) or {}).get("url"):
                 raise ServiceError(ErrorKind.BAD_REQUEST, f"A {part['type']} part has no url.", param="messages")
+        if not parts:  # most requests: nothing to fetch or decode, no tasks to start
+            return []
         media.check_count(len(parts))
         media.check_total([media.estimated_size(part[part["type"]]["url"]) for part in parts])
         image_parts = [part for part in parts if part["type"] == "image_url"]
         video_parts = [part for part in parts if part["type"] == "video_url"]
         images, videos = await asyncio.gather(
             media.images([part["image_url"]["url"] for part in image_parts],
-                         [_hints(part["image_url"]) for part in image_parts], self._catalog.context_length()),
+                         [_hints(part["image_url"]) for part in image_parts], context),
             asyncio.gather(*(media.video(part["video_url"]["url"]) for part in video_parts)))
         found: list[NormalizedImage | NormalizedVideo] = [*images, *videos]
         done = {id(part): result for part, result in zip([*image_parts, *video_parts], found, strict=True)}

@@ -56,3 +56,26 @@ def test_boxes_are_drawn_on_the_upright_image(tmp_path):
     img = Image.open(drawn)
     assert img.size == (100, 200)  # upright, as the coordinates are
     assert img.getpixel((10, 100))[1] < 200 and img.getpixel((50, 100)) == (255, 255, 255)
+
+
+def test_an_output_file_that_is_not_ours_is_never_rewritten(tmp_path):
+    import pytest
+
+    from vlserve.batch import NotOurFile
+
+    out = tmp_path / "data.jsonl"
+    out.write_text('{"id": 1}\n{"id": 2}\n')
+    with pytest.raises(NotOurFile):
+        completed_work(out)
+    assert out.read_text() == '{"id": 1}\n{"id": 2}\n'
+    done = tmp_path / "done.jsonl"
+    done.write_text('{"source": "a", "ok": true}\n')
+    before = done.stat().st_mtime_ns
+    assert completed_work(done) == {"a"} and done.stat().st_mtime_ns == before  # nothing to drop: untouched
+
+
+def test_a_folder_input_skips_the_drawn_copies(tmp_path):
+    (tmp_path / "drawn").mkdir()
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "drawn" / "a.png.png").write_bytes(b"x")
+    assert collect_sources([str(tmp_path)], skip=tmp_path / "drawn") == [str(tmp_path / "a.png")]

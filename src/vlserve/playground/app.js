@@ -306,6 +306,7 @@ async function sendChat() {
   const text = $("message").value.trim();
   if (!text && !state.images.length) { showError("Write a message (or add an image) first."); return; }
   const fresh = state.images.filter((image) => !state.sentImages.has(image.url));
+  const turnsBefore = state.conversation.length;
   const content = fresh.map((image) => ({ type: "image_url", image_url: { url: image.url } }));
   fresh.forEach((image) => state.sentImages.add(image.url));
   content.push({ type: "text", text });
@@ -329,6 +330,7 @@ async function sendChat() {
     });
     if (!resp.ok) throw await errorOf(resp);
     for await (const event of sseEvents(resp)) {
+      if (!event || typeof event !== "object") continue;
       if (event.error) throw new ApiError(500, event.error.message || "The stream failed.");
       if (event.usage) usage = event.usage;
       for (const choice of event.choices || []) {
@@ -353,8 +355,10 @@ async function sendChat() {
   } finally {
     if (answer.content || answer.reasoning_content) {
       state.conversation.push({ role: "assistant", content: answer.content });
-    } else {
-      el.remove();
+    } else {  // nothing came back: the turn did not happen (its images may be sent again)
+      state.conversation.length = turnsBefore;
+      fresh.forEach((image) => state.sentImages.delete(image.url));
+      renderConversation();
     }
     setCopy(answer.content);
     const ended = performance.now();
@@ -458,9 +462,11 @@ function showResult(task, answer) {
   } else if (task === "document" && data.html !== undefined) {
     const frame = document.createElement("iframe");
     frame.className = "html-result";
-    frame.setAttribute("sandbox", "");  // the model's HTML, shown without scripts or network
+    frame.setAttribute("sandbox", "");  // the model's HTML, without scripts...
     frame.title = "The document as HTML";
-    frame.srcdoc = data.html;
+    // ...and without network: a sandbox alone still loads images and styles.
+    frame.srcdoc = '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; ' +
+      'style-src \'unsafe-inline\'; img-src data:">' + data.html;
     result.append(frame);
     setCopy(data.html);
   } else if (task === "document" || task === "ocr") {
@@ -498,7 +504,14 @@ function pre(text) {
 function markdown(text) {
   const div = document.createElement("div");
   div.className = "rendered";
-  div.innerHTML = DOMPurify.sanitize(marked.parse(text || ""));
+  // The model's text is untrusted: no styles, forms, ids or remote images.
+  div.innerHTML = DOMPurify.sanitize(marked.parse(text || ""), {
+    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "iframe", "link", "meta"],
+    FORBID_ATTR: ["id", "name", "style", "srcset"],
+  });
+  for (const img of div.querySelectorAll("img")) {
+    if (!(img.getAttribute("src") || "").startsWith("data:")) img.remove();
+  }
   return div;
 }
 
@@ -547,7 +560,16 @@ function init() {
     setStats([]);
   });
   $("copy").addEventListener("click", async () => {
-    await navigator.clipboard.writeText(state.copyText);
+    try {
+      await navigator.clipboard.writeText(state.copyText);
+    } catch (_) {  // no clipboard API on plain http:// to another host: the old way
+      const area = document.createElement("textarea");
+      area.value = state.copyText;
+      document.body.append(area);
+      area.select();
+      document.execCommand("copy");
+      area.remove();
+    }
     $("copy").textContent = "Copied";
     setTimeout(() => { $("copy").textContent = "Copy"; }, 1500);
   });
