@@ -66,6 +66,12 @@ async function refreshStatus() {
   const badge = $("health");
   try {
     const resp = await fetch("/health", { headers: headers(false) });
+    if (resp.status === 401) {
+      badge.textContent = "needs the API key";
+      badge.className = "badge badge-wait";
+      $("model-info").textContent = "Enter the server's API key under \u201cAPI key\u201d.";
+      return;
+    }
     const health = await resp.json();
     if (health.ready) {
       badge.textContent = "ready";
@@ -252,8 +258,12 @@ function showError(message) {
 }
 
 function setBusy(busy) {
+  // Focus follows the enabled button, so a keyboard user never lands on <body>.
+  const hadFocus = document.activeElement === $("send") || document.activeElement === $("stop");
   $("send").disabled = busy;
   $("stop").disabled = !busy;
+  $("stats").setAttribute("aria-busy", String(busy));  // announced once, when the answer is done
+  if (hadFocus) (busy ? $("stop") : $("send")).focus();
 }
 
 function setCopy(text) {
@@ -537,6 +547,7 @@ async function send(event) {
 async function loadModel() {
   const models = await getJson("/v1/models");
   state.model = (models.data || [])[0] ? models.data[0].id : null;
+  if (!state.model) throw new Error("The server lists no model (GET /v1/models is empty).");
 }
 
 function init() {

@@ -13,8 +13,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from ..engines.base import EngineStream
+from ..engines.base import EngineRequest, EngineStream
 from ..errors import ErrorKind, ServiceError
+from ..inference import CallContext, Inference
 from ..responses_api import ResponseEvents, ResponsesRequest, from_completion, to_chat_request
 from ..schemas import ChatCompletionRequest, CompletionRequest
 from .deps import CallDep, CatalogDep, InferenceDep, RequestsDep
@@ -44,16 +45,17 @@ async def retrieve_model(model: str, catalog: CatalogDep) -> dict:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, requests: RequestsDep, inference: InferenceDep,
                            call: CallDep) -> Response:
-    request = await requests.from_chat(body)
-    if request.stream:
-        return EngineStreamResponse(await inference.stream(request, call))
-    return JSONResponse(await inference.complete(request, call))
+    return await _answer(await requests.from_chat(body), inference, call)
 
 
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, requests: RequestsDep, inference: InferenceDep,
                       call: CallDep) -> Response:
-    request = requests.from_completion(body)
+    return await _answer(requests.from_completion(body), inference, call)
+
+
+async def _answer(request: EngineRequest, inference: Inference, call: CallContext) -> Response:
+    """The engine's answer as it is: streamed as SSE, or whole as JSON."""
     if request.stream:
         return EngineStreamResponse(await inference.stream(request, call))
     return JSONResponse(await inference.complete(request, call))
