@@ -34,6 +34,16 @@ class InProcessServer:
             time.sleep(0.02)
         return self
 
+    def wait_healthy(self, timeout: float = 10) -> InProcessServer:
+        """Until /health answers 200 (the engine behind it is ready)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while httpx.get(f"{self.url}/health").status_code != 200:
+            assert time.monotonic() < deadline, "the server never became healthy"
+            time.sleep(0.05)
+        return self
+
     def call(self, fn):
         """Run `fn()` on the server's loop and return its result."""
         async def wrapper():

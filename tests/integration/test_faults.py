@@ -138,11 +138,7 @@ def gateway(upstream, request):
     server = InProcessServer(with_spec_version(app, request.param)).start()
     server.engine = engine
     server.state = app.state
-    deadline = time.monotonic() + 10
-    while httpx.get(f"{server.url}/health").status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    yield server
+    yield server.wait_healthy()
     server.stop()
 
 

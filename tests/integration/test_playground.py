@@ -160,11 +160,7 @@ def scripted_gateway():
     upstream = ScriptedUpstream(BOXES_ANSWER).start()
     settings = Settings(LMDEPLOY_BASE_URL=upstream.url, MEDIA_MAX_IMAGE_BYTES=60_000)
     server = InProcessServer(create_app(settings)).start()
-    deadline = time.monotonic() + 10
-    while httpx.get(f"{server.url}/health").status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    yield server
+    yield server.wait_healthy()
     server.stop()
 
 
