@@ -123,7 +123,7 @@ def test_a_20_mb_prompt_is_refused_at_once_while_health_keeps_answering(gateway)
     finally:
         stop.set()
         poller.join(10)
-    assert resp.status_code == 400 and resp.json()["error"]["code"] == "context_length_exceeded"
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "context_length_exceeded", (resp.text, gateway.logs())
     assert elapsed < 3, elapsed  # sending and parsing 20 MB included; tokenising it took ~50 s
     assert health_latencies and max(health_latencies) < 1.0, health_latencies
 

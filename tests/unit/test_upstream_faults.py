@@ -19,6 +19,7 @@ from vlserve.errors import ErrorKind, ServiceError
 
 from ..local_site import serve_app
 
+SERVED = web.AppKey("served", list)
 CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
 
 
@@ -27,6 +28,11 @@ async def chat_handler(request: web.Request) -> web.StreamResponse:
     fault = body["model"]
     if fault == "slow":
         await asyncio.sleep(2)
+    if fault == "reused":  # every kept-alive connection is closed as its second request arrives
+        if request.transport in request.app[SERVED]:
+            request.transport.close()
+            return web.Response()
+        request.app[SERVED].append(request.transport)
     if fault == "error500":
         return web.Response(status=500, text="Internal Server Error")
     if fault == "garbage":
@@ -46,12 +52,13 @@ async def chat_handler(request: web.Request) -> web.StreamResponse:
 
 async def models_handler(_: web.Request) -> web.Response:
     return web.json_response({"data": [{"id": m} for m in ("m", "slow", "error500", "garbage", "midstream",
-                                                            "stall")]})
+                                                            "stall", "reused")]})
 
 
 @pytest.fixture
 async def upstream():
     app = web.Application()
+    app[SERVED] = []  # connections that have answered a "reused" request
     app.add_routes([web.get("/v1/models", models_handler),
                     web.post("/v1/chat/completions", chat_handler)])
     async with serve_app(app) as served:
@@ -75,6 +82,17 @@ async def error_of(awaitable) -> ServiceError:
     with pytest.raises(ServiceError) as info:
         await awaitable
     return info.value
+
+
+async def test_a_kept_alive_connection_closed_under_a_request_is_resent_on_a_new_one(engine, upstream):
+    # The upstream's idle timer firing as the gateway reuses the connection: the request
+    # must not fail, neither whole nor streamed.
+    for _ in range(3):
+        answer = await engine.complete(request("reused"))
+        assert answer["choices"][0]["message"]["content"] == "ok"
+    stream = await engine.open_stream(request("reused", stream=True))
+    await stream.aclose()
+    assert len(upstream[0].app[SERVED]) >= 3  # new connections answered what the old ones dropped
 
 
 async def test_a_healthy_answer_passes_through(engine):

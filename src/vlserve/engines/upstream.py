@@ -10,8 +10,9 @@ Until an upstream answers `GET /v1/models`, the engine is not ready (health is 5
 a background probe keeps trying, so the gateway may start before its engine. With
 several replicas (replicas.py), a request goes to one that serves its model; one that
 fails before its first byte reached the client (connection refused, 5xx) is sent once
-more to another replica; never after. The gateway's optional fields are spelled and
-learned by upstream_dialect.py.
+more to another replica; never after. A connection closed under a request before any
+answer (a kept-alive one the upstream just timed out) is resent once on a new connection.
+The gateway's optional fields are spelled and learned by upstream_dialect.py.
 
 Timeouts: UPSTREAM_CONNECT_TIMEOUT_S to connect; UPSTREAM_FIRST_BYTE_TIMEOUT_S until a
 stream's response starts; UPSTREAM_IDLE_TIMEOUT_S for any silence within a body;
@@ -43,6 +44,10 @@ log = logging.getLogger("vlserve.upstream")
 
 
 _PATHS = {"chat": "/v1/chat/completions", "text": "/v1/completions"}
+# uvicorn, which LMDeploy, vLLM and this gateway run on, closes a connection after 5 s
+# idle. A pooled connection kept longer than that is reused just as the upstream closes
+# it, and the request fails though nothing is wrong: so none is reused after 4 s.
+KEEPALIVE_S = 4.0
 
 
 class _TryAgain(Exception):
@@ -59,19 +64,23 @@ class UpstreamEngine:
         self.replicas = ReplicaSet(settings.lmdeploy_base_url, settings.upstream_connect_timeout_s)
         self._dialect = UpstreamDialect(settings.upstream_mm_kwargs, settings.upstream_guided_decoding)
         self._session: aiohttp.ClientSession | None = None
+        self._fresh_session: aiohttp.ClientSession | None = None  # new connections only: for resends
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._settings.upstream_max_connections,
-                                         keepalive_timeout=30, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
-                                              timeout=aiohttp.ClientTimeout(total=None))
+        limit = self._settings.upstream_max_connections
+        pooled = aiohttp.TCPConnector(limit=limit, keepalive_timeout=KEEPALIVE_S, enable_cleanup_closed=True)
+        fresh = aiohttp.TCPConnector(limit=limit, force_close=True, enable_cleanup_closed=True)
+        no_timeout = aiohttp.ClientTimeout(total=None)
+        self._session = aiohttp.ClientSession(connector=pooled, trust_env=False, timeout=no_timeout)
+        self._fresh_session = aiohttp.ClientSession(connector=fresh, trust_env=False, timeout=no_timeout)
         self.replicas.start(self._session)
 
     async def close(self) -> None:
         self.replicas.close()
-        if self._session:
-            await self._session.close()
+        for session in (self._session, self._fresh_session):
+            if session:
+                await session.close()
 
     async def wait_ready(self, timeout: float) -> bool:
         return await self.replicas.wait_ready(timeout)
@@ -170,10 +179,22 @@ class UpstreamEngine:
 
     async def _send(self, replica: Replica, path: str, body: dict[str, Any], timeout: aiohttp.ClientTimeout,
                     first_byte_s: float) -> aiohttp.ClientResponse:
-        assert self._session is not None, "start() first"
+        assert self._session is not None and self._fresh_session is not None, "start() first"
+        url = f"{replica.base_url}{path}"
         try:
             async with asyncio.timeout(first_byte_s):
-                return await self._session.post(f"{replica.base_url}{path}", json=body, timeout=timeout)
+                try:
+                    return await self._session.post(url, json=body, timeout=timeout)
+                except aiohttp.ClientConnectorError:
+                    raise  # nothing was sent: failing over is _open's decision
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                    # Closed under the request before any answer: most often a kept-alive
+                    # connection the upstream closed as it was reused. Sent once more on a
+                    # new connection, as HTTP clients resend idempotent requests (RFC 9112
+                    # 9.3.1); a generation has no effect beyond its answer.
+                    log.info("upstream %s closed the connection before answering (%s); sending again",
+                             replica.base_url, type(exc).__name__)
+                    return await self._fresh_session.post(url, json=body, timeout=timeout)
         except TimeoutError:
             raise ServiceError(ErrorKind.UPSTREAM_TIMEOUT, f"The model engine did not start answering within "
                                f"{first_byte_s:g} s.") from None
