@@ -99,49 +99,67 @@ def run_load(name: str, engine_args: tuple[int, float], config: dict, warmup: di
     return results
 
 
+def loads(requests: int) -> dict[str, tuple[tuple[int, float], dict, dict]]:
+    """Each load: the engine's (chunks, ms apart), the measured run, its warm-up."""
+    image = {"stream": False, "concurrency": 8, "requests": max(16, requests // 10), "image_size": PHOTO}
+    return {
+        "small": ((16, 0), {"stream": False, "concurrency": 16, "requests": requests},
+                  {"stream": False, "concurrency": 16, "requests": 50}),
+        "stream": ((40, 25), {"stream": True, "concurrency": 64, "requests": requests // 2},
+                   {"stream": True, "concurrency": 64, "requests": 64}),
+        "image": ((16, 0), image, {**image, "requests": 8}),
+    }
+
+
+PHOTO = (1523, 1142)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=400, help="small requests per gateway (streams: /4)")
+    parser.add_argument("--requests", type=int, default=400, help="small requests per gateway (streams: /2)")
+    parser.add_argument("--only", choices=["small", "stream", "image"], action="append",
+                        help="run only this load (repeatable); the report leaves the others out")
     parser.add_argument("--write", help="append the results as Markdown to this file")
     args = parser.parse_args()
-    small = run_load("small", (16, 0), {"stream": False, "concurrency": 16, "requests": args.requests},
-                     {"stream": False, "concurrency": 16, "requests": 50})
-    streams = run_load("stream", (40, 25), {"stream": True, "concurrency": 64, "requests": args.requests // 2},
-                       {"stream": True, "concurrency": 64, "requests": 64})
-    image = {"stream": False, "concurrency": 8, "requests": max(16, args.requests // 10), "image_size": (1523, 1142)}
-    images = run_load("image", (16, 0), image, {**image, "requests": 8})
-    photo_bytes = len(sample_image((1523, 1142))) * 3 // 4
-    text = report(args, small, streams, images, photo_bytes)
+    chosen = {name: spec for name, spec in loads(args.requests).items() if not args.only or name in args.only}
+    results = {name: run_load(name, *spec) for name, spec in chosen.items()}
+    text = report(args, results, len(sample_image(PHOTO)) * 3 // 4)
     print(text)
     if args.write:
         with open(args.write, "a") as fh:
             fh.write(text)
 
 
-def report(args, small: dict, streams: dict, images: dict, photo_bytes: int) -> str:
+def report(args, results: dict[str, dict[str, dict]], photo_bytes: int) -> str:
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.2f}×" if b else "–"
 
-    rows = []
-    for name in ("vlserve", "naive adapter"):
-        s, st, im = small[name], streams[name], images[name]
-        ttft = st["summary"]["ttft_ms"]["p50"] - streams["direct"]["summary"]["ttft_ms"]["p50"]
-        rows.append(f"| {name} | {s['cpu_us_per_request']:,.0f} | {st['cpu_us_per_chunk']:,.1f} | "
-                    f"{ratio(st['chunks_per_s'], streams['direct']['chunks_per_s'])} | {ttft:+.1f} | "
-                    f"{im['cpu_us_per_request']:,.0f} |")
-    vl, naive = small["vlserve"], small["naive adapter"]
+    def cell(load: str, gateway: str, fmt) -> str:
+        return fmt(results[load][gateway], results[load]["direct"]) if load in results else "–"
+
+    columns = [
+        ("small chat, 16 in flight: CPU µs/request", "small", lambda r, d: f"{r['cpu_us_per_request']:,.0f}"),
+        ("stream, 25 ms/chunk, 64 in flight: CPU µs/chunk", "stream", lambda r, d: f"{r['cpu_us_per_chunk']:,.1f}"),
+        ("stream throughput vs direct", "stream", lambda r, d: ratio(r["chunks_per_s"], d["chunks_per_s"])),
+        ("added TTFT p50 ms", "stream",
+         lambda r, d: f"{r['summary']['ttft_ms']['p50'] - d['summary']['ttft_ms']['p50']:+.1f}"),
+        (f"{photo_bytes / 1e6:.1f} MB photo, 8 in flight: CPU µs/request", "image",
+         lambda r, d: f"{r['cpu_us_per_request']:,.0f}"),
+    ]
+    rows = [f"| {name} | " + " | ".join(cell(load, name, fmt) for _, load, fmt in columns) + " |"
+            for name in ("vlserve", "naive adapter")]
+    ratios = [f"{label}: {ratio(results[load]['vlserve'][key], results[load]['naive adapter'][key])}"
+              for label, load, key in (("per small request", "small", "cpu_us_per_request"),
+                                       ("per streamed chunk", "stream", "cpu_us_per_chunk"),
+                                       ("per photo", "image", "cpu_us_per_request")) if load in results]
+    only = "".join(f" --only {name}" for name in args.only or [])
     return (f"\n## Gateway overhead side by side (`bench/overhead.py`)\n\n"
-            f"Command: `python bench/overhead.py --requests {args.requests}`  \n"
+            f"Command: `python bench/overhead.py --requests {args.requests}{only}`  \n"
             f"Date: {datetime.date.today()}; machine: {platform.machine()}, {os.cpu_count()} cores, Python "
             f"{platform.python_version()}; gateway pinned to core 0, engine and client on core 1\n\n"
-            "| gateway | small chat, 16 in flight: CPU µs/request | stream, 25 ms/chunk, 64 in flight: CPU µs/chunk "
-            "| stream throughput vs direct | added TTFT p50 ms | 1 MB photo, 8 in flight: CPU µs/request |\n"
-            "|---|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n\n"
-            f"vlserve per small request: {ratio(vl['cpu_us_per_request'], naive['cpu_us_per_request'])} the naive "
-            f"adapter's CPU; per streamed chunk: "
-            f"{ratio(streams['vlserve']['cpu_us_per_chunk'], streams['naive adapter']['cpu_us_per_chunk'])}; per "
-            f"photo ({photo_bytes:,} bytes, downscaled by vlserve, forwarded as is by the adapter): "
-            f"{ratio(images['vlserve']['cpu_us_per_request'], images['naive adapter']['cpu_us_per_request'])}.\n")
+            "| gateway | " + " | ".join(name for name, _, _ in columns) + " |\n"
+            "|---|" + "---:|" * len(columns) + "\n" + "\n".join(rows) + "\n\n"
+            "vlserve's CPU against the naive adapter's, " + "; ".join(ratios) + ".\n")
 
 
 if __name__ == "__main__":

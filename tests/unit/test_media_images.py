@@ -107,8 +107,8 @@ def grid(processor, img: Image.Image, budget: PixelBudget):
     return out["image_grid_thw"].tolist()
 
 
-@pytest.mark.parametrize("size, orientation", [((4000, 3000), 1), ((4000, 3000), 6), ((1920, 1080), 1),
-                                               ((5000, 700), 1), ((1210, 1100), 1), ((3000, 4000), 8)])
+@pytest.mark.parametrize("size, orientation", [((4000, 3000), 1), ((4000, 3000), 6), ((2560, 1440), 1),
+                                               ((5000, 700), 1), ((1210, 1100), 6), ((3000, 4000), 8)])
 def test_downscaled_image_is_what_the_processor_would_make(processor, size, orientation):
     raw = halves(size)
     data = with_orientation(raw, orientation)
@@ -122,6 +122,38 @@ def test_downscaled_image_is_what_the_processor_would_make(processor, size, orie
     from PIL import ImageOps
     assert grid(processor, upright, BUDGET) == grid(processor, ImageOps.exif_transpose(original), BUDGET)
     assert image.sent_bytes < image.nbytes
+
+
+def photo(size: tuple[int, int], **params) -> bytes:
+    """A JPEG with detail in it (noise), so its entropy-coded data is photo-like."""
+    return encode(Image.effect_noise(size, 64).convert("RGB"), "JPEG", quality=90, **params)
+
+
+@pytest.mark.parametrize("size", [(1210, 1100), (1523, 1142), (2000, 1300)])
+def test_a_little_over_budget_travels_as_is_and_the_engine_shrinks_it_the_same(processor, size):
+    data = photo(size)
+    image = from_bytes(data)
+    assert not image.reencoded and base64.b64decode(image.data_url.split(",", 1)[1]) == data
+    # The engine, told the budget, makes the size the gateway would have made.
+    target_h, target_w = smart_resize(size[1], size[0], BUDGET)
+    assert grid(processor, Image.open(io.BytesIO(data)), BUDGET) == [[1, target_h // 16, target_w // 16]]
+
+
+def test_over_budget_is_shrunk_here_when_the_engine_is_not_told_the_budget():
+    image = from_bytes(photo((1523, 1142)), LMDEPLOY_BASE_URL="http://127.0.0.1:9", UPSTREAM_MM_KWARGS="off")
+    assert image.reencoded and (image.sent_height, image.sent_width) == smart_resize(1142, 1523, BUDGET)
+    well_over = from_bytes(photo((2400, 1600)))  # more than twice the budget: shrunk here whatever the engine
+    assert well_over.reencoded and (well_over.sent_height, well_over.sent_width) == smart_resize(1600, 2400, BUDGET)
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1523, 1142)])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_cut_jpeg_sent_as_it_is_is_still_refused(size, progressive):
+    data = photo(size, progressive=progressive)
+    for keep in (0.3, 0.7, 0.97):
+        with pytest.raises(ServiceError) as info:
+            from_bytes(data[:int(len(data) * keep)])
+        assert info.value.status == 400 and "decoded" in info.value.message
 
 
 def test_images_within_budget_travel_byte_for_byte():

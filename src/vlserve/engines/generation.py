@@ -5,10 +5,11 @@ worker thread."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import logging
 from typing import Any
+
+import pybase64
 
 from ..errors import ErrorKind, ServiceError
 from .base import EngineRequest
@@ -108,7 +109,7 @@ def to_processor_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str
                 raise ServiceError(ErrorKind.UNSUPPORTED_MEDIA, "Video is not supported by the local engine; "
                                    "serve the model with LMDeploy or vLLM (LMDEPLOY_BASE_URL) for video.")
             elif part["type"] == "image_url":
-                data = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
+                data = pybase64.b64decode(part["image_url"]["url"].split(",", 1)[1])  # the gateway's own
                 images.append(Image.open(io.BytesIO(data)).convert("RGB"))
                 parts.append({"type": "image"})
         out.append({**message, "role": role, "content": parts})

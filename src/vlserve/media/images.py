@@ -3,7 +3,10 @@
 CPU-bound throughout: callers run `prepare_image` off the event loop.
 
 An image that needs nothing (a JPEG, PNG or WebP in RGB or greyscale, upright, one
-frame, within the pixel budget) is forwarded byte for byte. Otherwise it is decoded,
+frame, within the pixel budget) is checked by decoding it and forwarded byte for byte; so
+is one up to twice the budget when the engine applies the budget itself, since shrinking
+it here would cost the gateway more than it saves the engine (which decodes whatever it
+is sent: 1.7 MP instead of 1.3 MP). Otherwise it is decoded,
 turned upright (EXIF orientation), flattened to RGB (alpha over white, palette, CMYK,
 16-bit, first frame of an animation), resized to exactly the size Qwen-VL's processor
 would resize it to, and re-encoded. A resized image, or a lossy source, becomes a JPEG
@@ -37,6 +40,8 @@ LOSSY_FORMATS = {"JPEG", "MPO", "WEBP", "AVIF"}
 JPEG_QUALITY = 95
 REDUCING_GAP = 3.0  # shrink by whole factors (cheap box filter) down to 3x the target, then resample
 MAX_ASPECT_RATIO = 200  # Qwen-VL's processor refuses anything longer and thinner
+LEFT_TO_ENGINE_UP_TO = 2.0  # x the budget's pixels: shrunk by the engine, not here (see above)
+VERIFY_SCALE = 8  # a JPEG sent as it is is checked by decoding it at 1/8 scale (see _verify)
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_SIDES = {5, 6, 7, 8}
 
@@ -201,10 +206,12 @@ def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: Pi
     if target is None:
         smart_resize(height, width, budget)  # the aspect-ratio check, even when not resizing
     animated = getattr(img, "is_animated", False) and fmt != "MPO"
-    untouched = (target is None and fmt in PASS_THROUGH_FORMATS and img.mode in ("RGB", "L")
-                 and orientation == 1 and not animated)
-    if untouched:
-        img.load()  # a full decode: a truncated or corrupt file fails here, not in the engine
+    sendable = fmt in PASS_THROUGH_FORMATS and img.mode in ("RGB", "L") and orientation == 1 and not animated
+    if sendable and target is not None and policy.engine_applies_budget and \
+            width * height <= LEFT_TO_ENGINE_UP_TO * budget.max_pixels:
+        target = None
+    if sendable and target is None:
+        _verify(img)
         mime = ACCEPTED_FORMATS[fmt]
         return NormalizedImage(to_data_url(mime, data), mime, width, height, len(data), width, height,
                                len(data), reencoded=False, budget=budget)
@@ -217,6 +224,16 @@ def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: Pi
     mime, encoded = _encode(fixed, lossy=target is not None or fmt in LOSSY_FORMATS)
     return NormalizedImage(to_data_url(mime, encoded), mime, width, height, len(data),
                            fixed.width, fixed.height, len(encoded), reencoded=True, budget=budget)
+
+
+def _verify(img: Image.Image) -> None:
+    """Decode every byte of the image, so a truncated or corrupt file fails here, not in the
+    engine. A JPEG at 1/8 scale: its whole entropy-coded data is still read (truncation
+    and broken data fail the same way) but the inverse DCT and colour conversion are
+    skipped, about 40% of a full decode."""
+    if img.format in ("JPEG", "MPO"):
+        img.draft(img.mode, (max(1, img.width // VERIFY_SCALE), max(1, img.height // VERIFY_SCALE)))
+    img.load()
 
 
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,

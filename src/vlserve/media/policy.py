@@ -89,6 +89,9 @@ class MediaPolicy:
     max_redirects: int
     budget: PixelBudget
     downscale: bool = True
+    # The engine is told the budget and shrinks an image to it itself (the local engine;
+    # an upstream sent mm_processor_kwargs).
+    engine_applies_budget: bool = False
     decode_memory_bytes: int = 512 * 1024 * 1024
     local_dir: Path | None = None
     allow_private_networks: tuple[Network, ...] = ()
@@ -111,7 +114,9 @@ class MediaPolicy:
             fetch_timeout_s=settings.media_fetch_timeout_s, max_redirects=settings.media_max_redirects,
             budget=PixelBudget(settings.media_image_factor, settings.media_image_min_pixels,
                                settings.media_image_max_pixels),
-            downscale=settings.media_downscale, local_dir=settings.allowed_local_media_path,
+            downscale=settings.media_downscale,
+            engine_applies_budget=settings.engine_kind == "local" or settings.upstream_mm_kwargs != "off",
+            local_dir=settings.allowed_local_media_path,
             decode_memory_bytes=settings.media_decode_memory_bytes,
             allow_private_networks=tuple(networks), allow_private_hostnames=frozenset(hostnames),
             allowed_domains=tuple(d.lower().lstrip(".") for d in settings.media_allowed_domains),
