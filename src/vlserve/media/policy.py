@@ -89,8 +89,9 @@ class MediaPolicy:
     max_redirects: int
     budget: PixelBudget
     downscale: bool = True
-    # The engine is told the budget and shrinks an image to it itself (the local engine;
-    # an upstream sent mm_processor_kwargs).
+    # The engine is told the budget and shrinks an image to it itself: the local engine,
+    # or an upstream sent LMDeploy's form of mm_processor_kwargs. Not the flat form: vLLM
+    # refuses it unless started with --trust-request-mm-kwargs, and is then not sent it.
     engine_applies_budget: bool = False
     decode_memory_bytes: int = 512 * 1024 * 1024
     local_dir: Path | None = None
@@ -115,7 +116,7 @@ class MediaPolicy:
             budget=PixelBudget(settings.media_image_factor, settings.media_image_min_pixels,
                                settings.media_image_max_pixels),
             downscale=settings.media_downscale,
-            engine_applies_budget=settings.engine_kind == "local" or settings.upstream_mm_kwargs != "off",
+            engine_applies_budget=settings.engine_kind == "local" or settings.upstream_mm_kwargs == "lmdeploy",
             local_dir=settings.allowed_local_media_path,
             decode_memory_bytes=settings.media_decode_memory_bytes,
             allow_private_networks=tuple(networks), allow_private_hostnames=frozenset(hostnames),
