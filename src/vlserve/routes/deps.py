@@ -6,7 +6,6 @@ trip through the threadpool per dependency per request).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -24,23 +23,12 @@ def _state(request: Request) -> AppState:
     return request.app.state.vlserve
 
 
-@dataclass(frozen=True)
-class EngineCall:
-    """What a route that calls the engine needs, as one dependency: the request builder,
-    the engine call and this request's context."""
-
-    requests: RequestBuilder
-    inference: Inference
-    call: CallContext
-
-
-async def get_engine_call(request: Request) -> EngineCall:
-    state = _state(request)
-    return EngineCall(state.requests, state.inference, call_context(request))
-
-
 async def get_inference(request: Request) -> Inference:
     return _state(request).inference
+
+
+async def get_requests(request: Request) -> RequestBuilder:
+    return _state(request).requests
 
 
 async def get_catalog(request: Request) -> ModelCatalog:
@@ -55,8 +43,13 @@ async def get_metrics(request: Request) -> Metrics:
     return _state(request).metrics
 
 
+async def get_call(request: Request) -> CallContext:
+    return call_context(request)
+
+
 InferenceDep = Annotated[Inference, Depends(get_inference)]
+RequestsDep = Annotated[RequestBuilder, Depends(get_requests)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 GpuDep = Annotated[GpuMonitor, Depends(get_gpu)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-EngineCallDep = Annotated[EngineCall, Depends(get_engine_call)]
+CallDep = Annotated[CallContext, Depends(get_call)]

@@ -18,7 +18,7 @@ from ..errors import ErrorKind, ServiceError
 from ..inference import CallContext, Inference
 from ..responses_api import ResponseEvents, ResponsesRequest, from_completion, to_chat_request
 from ..schemas import ChatCompletionRequest, CompletionRequest
-from .deps import CatalogDep, EngineCallDep
+from .deps import CallDep, CatalogDep, InferenceDep, RequestsDep
 from .streaming import EngineStreamResponse
 
 router = APIRouter(tags=["OpenAI-compatible"])
@@ -43,13 +43,15 @@ async def retrieve_model(model: str, catalog: CatalogDep) -> dict:
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, engine: EngineCallDep) -> Response:
-    return await _answer(await engine.requests.from_chat(body), engine.inference, engine.call)
+async def chat_completions(body: ChatCompletionRequest, requests: RequestsDep, inference: InferenceDep,
+                           call: CallDep) -> Response:
+    return await _answer(await requests.from_chat(body), inference, call)
 
 
 @router.post("/v1/completions", response_model=None)
-async def completions(body: CompletionRequest, engine: EngineCallDep) -> Response:
-    return await _answer(engine.requests.from_completion(body), engine.inference, engine.call)
+async def completions(body: CompletionRequest, requests: RequestsDep, inference: InferenceDep,
+                      call: CallDep) -> Response:
+    return await _answer(requests.from_completion(body), inference, call)
 
 
 async def _answer(request: EngineRequest, inference: Inference, call: CallContext) -> Response:
@@ -60,8 +62,8 @@ async def _answer(request: EngineRequest, inference: Inference, call: CallContex
 
 
 @router.post("/v1/responses", response_model=None)
-async def responses(body: ResponsesRequest, engine: EngineCallDep) -> Response:
-    requests, inference, call = engine.requests, engine.inference, engine.call
+async def responses(body: ResponsesRequest, requests: RequestsDep, inference: InferenceDep,
+                    call: CallDep) -> Response:
     try:
         chat = ChatCompletionRequest.model_validate(to_chat_request(body))
     except ValidationError as exc:  # what the translation could not make a valid chat request of

@@ -17,7 +17,7 @@ from ..engine_requests import sampling_dict
 from ..errors import ErrorKind, ServiceError
 from ..media import MediaNormalizer, NormalizedImage
 from ..schemas import AnalyzeRequest, AnalyzeResponse, AnalyzeTask, InferRequest, InferResponse, SamplingFields
-from .deps import EngineCallDep
+from .deps import CallDep, InferenceDep, RequestsDep
 from .streaming import EngineStreamResponse
 
 router = APIRouter(tags=["Simple"])
@@ -56,8 +56,7 @@ async def _infer(requests, inference, call, *, stream: bool, image: NormalizedIm
 
 @router.post("/infer", response_model=InferResponse,
              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream=true"}})
-async def infer(body: InferRequest, engine: EngineCallDep):
-    requests, inference, call = engine.requests, engine.inference, engine.call
+async def infer(body: InferRequest, requests: RequestsDep, inference: InferenceDep, call: CallDep):
     image = (await requests.images([body.image]))[0] if body.image else None
     return await _infer(requests, inference, call, stream=body.stream, prompt=body.prompt, image=image,
                         system_prompt=body.system_prompt, model=body.model, sampling=sampling_dict(body))
@@ -65,14 +64,13 @@ async def infer(body: InferRequest, engine: EngineCallDep):
 
 @router.post("/infer/upload", response_model=InferResponse)
 async def infer_upload(
-    engine: EngineCallDep, sampling: SamplingFormDep,
+    requests: RequestsDep, inference: InferenceDep, call: CallDep, sampling: SamplingFormDep,
     prompt: Annotated[str, Form(min_length=1)],
     image: Annotated[UploadFile | None, File(description="An image file")] = None,
     system_prompt: Annotated[str | None, Form()] = None,
     model: Annotated[str | None, Form()] = None,
     stream: Annotated[bool, Form()] = False,
 ):
-    requests, inference, call = engine.requests, engine.inference, engine.call
     normalized = (await requests.images([await read_upload(image, requests.media)]))[0] if image else None
     return await _infer(requests, inference, call, stream=stream, prompt=prompt, image=normalized,
                         system_prompt=system_prompt, model=model, sampling=sampling_dict(sampling))
@@ -84,8 +82,8 @@ def _task_input(task: str, image_count: int, *, question, language, objects, box
 
 
 @router.post("/analyze", response_model=AnalyzeResponse)
-async def analyze(body: AnalyzeRequest, engine: EngineCallDep) -> AnalyzeResponse:
-    requests, inference, call = engine.requests, engine.inference, engine.call
+async def analyze(body: AnalyzeRequest, requests: RequestsDep, inference: InferenceDep,
+                  call: CallDep) -> AnalyzeResponse:
     refs = ([body.image] if body.image else []) + (body.images or [])
     if not refs:
         raise ServiceError(ErrorKind.BAD_REQUEST, "Send the image as `image` (or several as `images`).",
@@ -99,7 +97,7 @@ async def analyze(body: AnalyzeRequest, engine: EngineCallDep) -> AnalyzeRespons
 
 @router.post("/analyze/upload", response_model=AnalyzeResponse)
 async def analyze_upload(
-    engine: EngineCallDep, sampling: SamplingFormDep,
+    requests: RequestsDep, inference: InferenceDep, call: CallDep, sampling: SamplingFormDep,
     task: Annotated[AnalyzeTask, Form()],
     image: Annotated[list[UploadFile], File(description="The image (repeat the field for task=compare)")],
     question: Annotated[str | None, Form()] = None,
@@ -111,7 +109,6 @@ async def analyze_upload(
     language: Annotated[str | None, Form()] = None,
     model: Annotated[str | None, Form()] = None,
 ) -> AnalyzeResponse:
-    requests, inference, call = engine.requests, engine.inference, engine.call
     requests.media.check_count(len(image))
     images = await requests.images([await read_upload(upload, requests.media) for upload in image])
     names = [o.strip() for o in (objects or "").split(",") if o.strip()]
