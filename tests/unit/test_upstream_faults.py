@@ -95,6 +95,11 @@ async def test_a_kept_alive_connection_closed_under_a_request_is_resent_on_a_new
     assert len(upstream[0].app[SERVED]) >= 3  # new connections answered what the old ones dropped
 
 
+async def test_a_request_with_an_integer_beyond_64_bits_is_forwarded(engine):
+    # orjson encodes the engine's request and refuses such integers; json takes over.
+    assert (await engine.complete(request("m", seed=2**70)))["choices"][0]["message"]["content"] == "ok"
+
+
 async def test_a_healthy_answer_passes_through(engine):
     assert (await engine.complete(request("m")))["choices"][0]["message"]["content"] == "ok"
     assert "m" in engine.status().models
