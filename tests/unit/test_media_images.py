@@ -12,6 +12,7 @@ from PIL import Image
 
 from vlserve.errors import ServiceError
 from vlserve.media import ImageHints, PixelBudget, smart_resize
+from vlserve.media.jpeg import decode_scaled
 
 from .media_helpers import encode, from_bytes, jpeg
 
@@ -122,6 +123,14 @@ def test_downscaled_image_is_what_the_processor_would_make(processor, size, orie
     from PIL import ImageOps
     assert grid(processor, upright, BUDGET) == grid(processor, ImageOps.exif_transpose(original), BUDGET)
     assert image.sent_bytes < image.nbytes
+    # And it is the user's picture, turned upright, at that size.
+    expected = ImageOps.exif_transpose(original).convert("RGB").resize(upright.size, Image.Resampling.BICUBIC)
+    assert mean_difference(upright.convert("RGB"), expected) < 4
+
+
+def mean_difference(a: Image.Image, b: Image.Image) -> float:
+    from PIL import ImageChops, ImageStat
+    return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / len(a.getbands())
 
 
 def photo(size: tuple[int, int], **params) -> bytes:
@@ -149,14 +158,36 @@ def test_over_budget_is_shrunk_here_when_the_engine_is_not_told_the_budget():
     assert well_over.reencoded and (well_over.sent_height, well_over.sent_width) == smart_resize(1600, 2400, BUDGET)
 
 
-@pytest.mark.parametrize("size", [(640, 480), (1523, 1142)])
+@pytest.mark.parametrize("size", [(640, 480), (1523, 1142), (3000, 2200)])  # the last is shrunk
 @pytest.mark.parametrize("progressive", [False, True])
-def test_a_cut_jpeg_sent_as_it_is_is_still_refused(size, progressive):
+def test_a_cut_jpeg_is_refused_whether_sent_as_it_is_or_shrunk(size, progressive):
     data = photo(size, progressive=progressive)
     for keep in (0.3, 0.7, 0.97):
         with pytest.raises(ServiceError) as info:
             from_bytes(data[:int(len(data) * keep)])
         assert info.value.status == 400 and "decoded" in info.value.message
+
+
+def test_a_jpeg_with_stray_bytes_is_still_shrunk_as_before():
+    """libjpeg warns about stray bytes before a marker and Pillow decodes the picture
+    anyway; the faster decoder refuses any warning, so such a file must take the
+    slower path, not become a 400."""
+    clean = photo((3000, 2200))
+    tables = clean.index(b"\xff\xdb")  # the first quantisation table's marker
+    for flawed in (clean[:tables] + b"\x00\x11\x22" + clean[tables:],
+                   clean[:tables] + b"\x00\x11\x22" + clean[tables:] + b"trailing data"):
+        assert decode_scaled(flawed, (1300, 900), "RGB") is None  # so this takes the slower path
+        image = from_bytes(flawed)
+        assert image.reencoded and (image.sent_height, image.sent_width) == smart_resize(2200, 3000, BUDGET)
+        assert mean_difference(decoded(image), decoded(from_bytes(clean))) < 2
+
+
+def test_a_greyscale_jpeg_over_budget_stays_greyscale():
+    grey = Image.linear_gradient("L").resize((3600, 2400))
+    image = from_bytes(encode(grey, "JPEG", quality=90))
+    out = decoded(image)
+    assert out.mode == "L" and (out.height, out.width) == smart_resize(2400, 3600, BUDGET)
+    assert mean_difference(out, grey.resize(out.size)) < 2
 
 
 def test_images_within_budget_travel_byte_for_byte():

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ErrorKind, ServiceError
 from .encoding import to_data_url, too_large
+from .jpeg import decode_scaled
 from .memory import DecodeMemory, peak_bytes_per_pixel
 from .policy import MediaPolicy, PixelBudget
 
@@ -215,12 +216,21 @@ def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: Pi
         mime = ACCEPTED_FORMATS[fmt]
         return NormalizedImage(to_data_url(mime, data), mime, width, height, len(data), width, height,
                                len(data), reencoded=False, budget=budget)
-    if target is not None and fmt in ("JPEG", "MPO"):
-        # Let the JPEG decoder skip detail we are about to throw away (1/2, 1/4, 1/8 scale).
-        draft = (target[1], target[0]) if orientation not in _SWAPS_SIDES else (target[0], target[1])
-        img.draft("RGB", draft)
+    jpeg = fmt in ("JPEG", "MPO")
+    if target is not None and jpeg:
+        # Let the JPEG decoder skip detail we are about to throw away: any eighth scale
+        # when the file decodes cleanly, else Pillow's 1/2, 1/4 or 1/8.
+        raw_target = (target[1], target[0]) if orientation not in _SWAPS_SIDES else (target[0], target[1])
+        scaled = decode_scaled(data, raw_target, img.mode)
+        if scaled is not None:
+            img = scaled
+        else:
+            img.draft("RGB", raw_target)
     img.load()
-    fixed = _upright_rgb(img, target, orientation)
+    # A JPEG shrunk while decoding has a small factor left to go (under 2, usually under
+    # 1.3): area averaging does that at half the cost of bicubic, without its ringing.
+    fixed = _upright_rgb(img, target, orientation,
+                         Image.Resampling.BOX if jpeg else Image.Resampling.BICUBIC)
     mime, encoded = _encode(fixed, lossy=target is not None or fmt in LOSSY_FORMATS)
     return NormalizedImage(to_data_url(mime, encoded), mime, width, height, len(data),
                            fixed.width, fixed.height, len(encoded), reencoded=True, budget=budget)
@@ -241,7 +251,8 @@ _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               8: Image.Transpose.ROTATE_90}
 
 
-def _upright_rgb(img: Image.Image, target: tuple[int, int] | None, orientation: int) -> Image.Image:
+def _upright_rgb(img: Image.Image, target: tuple[int, int] | None, orientation: int,
+                 resample: Image.Resampling) -> Image.Image:
     """Shrink first, then turn upright and flatten: every copy but the decoded image is small.
 
     A box reduction by a whole factor, band by band, comes before `resize`, which would
@@ -258,7 +269,7 @@ def _upright_rgb(img: Image.Image, target: tuple[int, int] | None, orientation: 
         factor = int(min(img.width / raw_target[0], img.height / raw_target[1]) / REDUCING_GAP)
         if factor > 1:
             img = _replace(img, _reduce_in_bands(img, factor))
-        img = _replace(img, img.resize(raw_target, Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP))
+        img = _replace(img, img.resize(raw_target, resample, reducing_gap=REDUCING_GAP))
     if orientation in _TRANSPOSE:
         img = img.transpose(_TRANSPOSE[orientation])
     return _to_rgb(img)
