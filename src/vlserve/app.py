@@ -22,6 +22,7 @@ from .limits import BodySizeLimit
 from .media import MediaNormalizer, MediaPolicy, make_fetch_session, tune_allocator
 from .observability import Metrics, Observe
 from .routes import openai, ops, pages, simple
+from .routes.body import document_bodies
 from .routes.errors import install_error_handlers
 
 log = logging.getLogger("vlserve")
@@ -73,6 +74,7 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
                   description="OpenAI-compatible serving for Qwen3-VL and other vision-language models.")
     install_error_handlers(app)
     app.include_router(openai.router)
+    document_bodies(app, openai.BODIES_READ_BY_HAND)
     app.include_router(simple.router)
     app.include_router(ops.router)
     app.include_router(pages.router)

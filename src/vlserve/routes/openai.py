@@ -9,19 +9,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from ..app_state import AppState
 from ..engines.base import EngineRequest, EngineStream
 from ..errors import ErrorKind, ServiceError
 from ..inference import CallContext, Inference
 from ..responses_api import ResponseEvents, ResponsesRequest, from_completion, to_chat_request
 from ..schemas import ChatCompletionRequest, CompletionRequest
+from .body import json_body, parse_body
 from .deps import CallDep, CatalogDep, InferenceDep, RequestsDep
-from .streaming import EngineStreamResponse
+from .streaming import EngineStreamResponse, call_context
 
 router = APIRouter(tags=["OpenAI-compatible"])
+BODIES_READ_BY_HAND = [ChatCompletionRequest]  # documented by routes/body.document_bodies
 
 
 def _model_card(model: str, created: int) -> dict[str, Any]:
@@ -42,10 +45,13 @@ async def retrieve_model(model: str, catalog: CatalogDep) -> dict:
     return _model_card(model, int(time.time()))
 
 
-@router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, requests: RequestsDep, inference: InferenceDep,
-                           call: CallDep) -> Response:
-    return await _answer(await requests.from_chat(body), inference, call)
+@router.post("/v1/chat/completions", response_model=None, openapi_extra=json_body(ChatCompletionRequest))
+async def chat_completions(request: Request) -> Response:
+    # The body is read here rather than declared: FastAPI's body parameter costs a JSON
+    # parse, a second pass to validate and a dependency solve per request (bench/RESULTS.md).
+    state: AppState = request.app.state.vlserve
+    body = parse_body(ChatCompletionRequest, await request.body())
+    return await _answer(await state.requests.from_chat(body), state.inference, call_context(request))
 
 
 @router.post("/v1/completions", response_model=None)
