@@ -70,11 +70,19 @@ def gateways(engine: Engine) -> dict[str, tuple[str, subprocess.Popen]]:
     return found
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (granian serves from a child process)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        total += sum(tree_cpu_seconds(int(child)) for child in (task / "children").read_text().split())
+    return total
+
+
 def load(url: str, proc: subprocess.Popen | None, config: dict) -> dict:
     """Run one load against `url`; the gateway process's CPU per request and per chunk."""
-    before = cpu_seconds(proc.pid) if proc else 0.0
+    before = tree_cpu_seconds(proc.pid) if proc else 0.0
     report = LoadGenerator(BenchConfig(url=url, model="fake", duration_s=None, **config)).run_sync()
-    used = cpu_seconds(proc.pid) - before if proc else 0.0
+    used = tree_cpu_seconds(proc.pid) - before if proc else 0.0
     summary = report.summary()
     if summary["errors"]:
         raise RuntimeError(f"{url}: {summary['errors']}")
@@ -83,9 +91,10 @@ def load(url: str, proc: subprocess.Popen | None, config: dict) -> dict:
             "cpu_us_per_chunk": used / max(1, chunks) * 1e6, "chunks_per_s": chunks / report.wall_s}
 
 
-def run_load(name: str, engine_args: tuple[int, float], config: dict, warmup: dict) -> dict[str, dict]:
+def run_load(name: str, engine_args: tuple[int, float], config: dict, warmup: dict,
+             start_gateways=None) -> dict[str, dict]:
     engine = Engine(*engine_args)
-    found = gateways(engine)
+    found = (start_gateways or gateways)(engine)
     try:
         results = {"direct": load(engine.url, None, config)}
         for gateway, (url, proc) in found.items():
