@@ -54,7 +54,8 @@ async def relay(scope, receive, send) -> None:
             break
     request = orjson.loads(body)
     url = os.environ["LMDEPLOY_BASE_URL"] + "/v1/chat/completions"
-    async with relay.session.post(url, data=orjson.dumps(request), headers=dict(_JSON)) as answer:  # type: ignore
+    session = relay.session  # type: ignore[attr-defined]
+    async with session.post(url, data=orjson.dumps(request), headers={"content-type": "application/json"}) as answer:
         if request.get("stream"):
             await send({"type": "http.response.start", "status": answer.status,
                         "headers": [(b"content-type", b"text/event-stream")]})
@@ -74,7 +75,8 @@ def granian(target: str, port: int, env: dict) -> list[str]:
 
 def start_all(engine) -> dict:
     env = {"LMDEPLOY_BASE_URL": engine.url, "ACCESS_LOG": "false", "LOG_LEVEL": "warning",
-           "MAX_CONCURRENT_REQUESTS": "1024", "PYTHONPATH": os.path.dirname(__file__)}
+           "MAX_CONCURRENT_REQUESTS": "1024",
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))}
     with_granian = importlib.util.find_spec("granian") is not None
     commands = {
         "vlserve (uvicorn)": lambda port: [sys.executable, "-m", "vlserve.cli", "serve"],
