@@ -11,14 +11,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
+
+from ..inference import ClientGone
 
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def parse_body(model: type[Model], body: bytes) -> Model:
+async def read_body(request: Request, model: type[Model]) -> Model:
+    """The request's JSON body as `model`; a client that leaves while sending it is ClientGone
+    (a 499 in the request log, not an unhandled error)."""
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise ClientGone() from None
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

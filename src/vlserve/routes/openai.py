@@ -19,7 +19,7 @@ from ..errors import ErrorKind, ServiceError
 from ..inference import CallContext, Inference
 from ..responses_api import ResponseEvents, ResponsesRequest, from_completion, to_chat_request
 from ..schemas import ChatCompletionRequest, CompletionRequest
-from .body import json_body, parse_body
+from .body import json_body, read_body
 from .deps import CallDep, CatalogDep, InferenceDep, RequestsDep
 from .streaming import EngineStreamResponse, call_context
 
@@ -49,8 +49,8 @@ async def retrieve_model(model: str, catalog: CatalogDep) -> dict:
 async def chat_completions(request: Request) -> Response:
     # The body is read here rather than declared: FastAPI's body parameter costs a JSON
     # parse, a second pass to validate and a dependency solve per request (bench/RESULTS.md).
+    body = await read_body(request, ChatCompletionRequest)
     state: AppState = request.app.state.vlserve
-    body = parse_body(ChatCompletionRequest, await request.body())
     return await _answer(await state.requests.from_chat(body), state.inference, call_context(request))
 
 
