@@ -36,7 +36,7 @@ _JSON = [(b"content-type", b"application/json")]
 async def relay(scope, receive, send) -> None:
     """The floor: an ASGI app that only relays chat completions to LMDEPLOY_BASE_URL."""
     if scope["type"] == "lifespan":
-        while (message := await receive())["type"] != "lifespan.shutdown":
+        while (await receive())["type"] != "lifespan.shutdown":  # startup, then shutdown
             relay.session = aiohttp.ClientSession()  # type: ignore[attr-defined]
             await send({"type": "lifespan.startup.complete"})
         await relay.session.close()  # type: ignore[attr-defined]

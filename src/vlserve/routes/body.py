@@ -34,6 +34,9 @@ async def read_body(request: Request, model: type[Model]) -> Model:
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
 
 
+_COMPONENTS = "#/components/schemas/"
+
+
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
     """The OpenAPI `requestBody` a declared body parameter of `model` would have (the
     schema itself is added to the document by `document_bodies`)."""
@@ -41,11 +44,8 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
         "schema": {"$ref": f"{_COMPONENTS}{model.__name__}"}}}}}
 
 
-_COMPONENTS = "#/components/schemas/"
-
-
 def document_bodies(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
-    """Add the schemas of bodies read with `parse_body` to the app's OpenAPI document."""
+    """Add the schemas of bodies read with `read_body` to the app's OpenAPI document."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -57,6 +57,7 @@ def document_bodies(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
                 for name, definition in schema.pop("$defs", {}).items():
                     schemas.setdefault(name, definition)
                 schemas[model.__name__] = schema
-        return app.openapi_schema or generate()
+            app.openapi_schema = document  # built once, like FastAPI's own
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
