@@ -34,7 +34,7 @@ _JSON = [(b"content-type", b"application/json")]
 
 
 async def relay(scope, receive, send) -> None:
-    """The floor: an ASGI app that only relays chat completions to LMDEPLOY_BASE_URL."""
+    """The floor: an ASGI app that only relays chat completions to UPSTREAM_BASE_URL."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":  # startup, then shutdown
             relay.session = aiohttp.ClientSession()  # type: ignore[attr-defined]
@@ -53,7 +53,7 @@ async def relay(scope, receive, send) -> None:
         if not message.get("more_body"):
             break
     request = orjson.loads(body)
-    url = os.environ["LMDEPLOY_BASE_URL"] + "/v1/chat/completions"
+    url = os.environ["UPSTREAM_BASE_URL"] + "/v1/chat/completions"
     session = relay.session  # type: ignore[attr-defined]
     async with session.post(url, data=orjson.dumps(request), headers={"content-type": "application/json"}) as answer:
         if request.get("stream"):
@@ -74,7 +74,7 @@ def granian(target: str, port: int, env: dict) -> list[str]:
 
 
 def start_all(engine) -> dict:
-    env = {"LMDEPLOY_BASE_URL": engine.url, "ACCESS_LOG": "false", "LOG_LEVEL": "warning",
+    env = {"UPSTREAM_BASE_URL": engine.url, "ACCESS_LOG": "false", "LOG_LEVEL": "warning",
            "MAX_CONCURRENT_REQUESTS": "1024",
            "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))}
     with_granian = importlib.util.find_spec("granian") is not None
@@ -100,8 +100,8 @@ def start_all(engine) -> dict:
 
 def __getattr__(name: str):
     if name == "vlserve_app":  # for granian: vlserve's app, made from the environment's settings
-        from vlserve.app import create_app
         from vlserve.config import Settings
+        from vlserve.server.app import create_app
         return create_app(Settings())
     raise AttributeError(name)
 

@@ -83,7 +83,7 @@ def main() -> None:
     up_port, gw_port = free_port(), free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(up_port),
                                  "--chunks", str(args.chunks), "--delay-ms", str(args.delay_ms)])
-    env = {**os.environ, "LMDEPLOY_BASE_URL": f"http://127.0.0.1:{up_port}", "PORT": str(gw_port),
+    env = {**os.environ, "UPSTREAM_BASE_URL": f"http://127.0.0.1:{up_port}", "PORT": str(gw_port),
            "HOST": "127.0.0.1", "LOG_LEVEL": "warning", "MAX_CONCURRENT_REQUESTS": "1024"}
     gateway = subprocess.Popen([sys.executable, "-m", "vlserve.cli", "serve"], env=env,
                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

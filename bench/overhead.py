@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from gateway import cpu_seconds, wait_ready  # noqa: E402
 from servers import free_port  # noqa: E402
 
-from vlserve.loadgen import BenchConfig, LoadGenerator, sample_image  # noqa: E402
+from vlserve.tools.loadgen import BenchConfig, LoadGenerator, sample_image  # noqa: E402
 
 
 def start(args: list[str], env: dict[str, str] | None = None, core: int | None = None) -> subprocess.Popen:
@@ -59,7 +59,7 @@ class Engine:
 def gateways(engine: Engine) -> dict[str, tuple[str, subprocess.Popen]]:
     vl_port, naive_port = free_port(), free_port()
     vlserve = start([sys.executable, "-m", "vlserve.cli", "serve"], core=0, env={
-        "LMDEPLOY_BASE_URL": engine.url, "PORT": str(vl_port), "ACCESS_LOG": "false", "LOG_LEVEL": "warning",
+        "UPSTREAM_BASE_URL": engine.url, "PORT": str(vl_port), "ACCESS_LOG": "false", "LOG_LEVEL": "warning",
         "MAX_CONCURRENT_REQUESTS": "1024", "MEDIA_ALLOW_PRIVATE_HOSTS": ""})
     naive = start([sys.executable, str(ROOT / "bench" / "naive_adapter.py"), "--port", str(naive_port),
                    "--upstream", engine.url], core=0)

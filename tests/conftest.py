@@ -13,7 +13,7 @@ from hypothesis import settings
 # `pytest --hypothesis-profile=fuzz` runs the property and fuzz tests much longer.
 settings.register_profile("fuzz", max_examples=20_000, deadline=None)
 
-from vlserve.tiny_model import ensure_tiny_model  # noqa: E402
+from vlserve.engines.local.tiny_model import ensure_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

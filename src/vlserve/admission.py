@@ -11,7 +11,7 @@ import asyncio
 import collections
 from collections.abc import Callable
 
-from .errors import ErrorKind, ServiceError
+from vlserve.errors import ErrorKind, ServiceError
 
 
 class Admission:

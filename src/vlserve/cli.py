@@ -12,10 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .analysis import describe_tasks
-from .analysis.tasks import TASKS
-from .config import Settings, SettingsError, check_local_model, load_settings
-from .observability import configure_access_log
+from vlserve.analysis import describe_tasks
+from vlserve.analysis.tasks import TASKS
+from vlserve.config import Settings, SettingsError, check_local_model, load_settings
+from vlserve.server.observability import configure_access_log
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Serve Qwen3-VL (and other vision-language models) behind an OpenAI-compatible API.")
@@ -47,12 +47,12 @@ def _server_settings(**overrides) -> Settings:
 def _startup_banner(settings: Settings) -> str:
     url = f"http://{settings.host}:{settings.port}"
     if settings.engine_kind == "upstream":
-        return f"vlserve on {url}: forwarding to {', '.join(settings.lmdeploy_base_url)}"
+        return f"vlserve on {url}: forwarding to {', '.join(settings.upstream_base_url)}"
     if not settings.model_path:
         return (f"vlserve on {url}: serving the built-in TINY RANDOM Qwen3-VL on the local engine. "
                 "Its answers are random by design (it exists for tests and demos). To serve a real model, "
                 "set MODEL_PATH=/path/to/Qwen3-VL-... (or a hub id), or point at an engine with "
-                "LMDEPLOY_BASE_URL=http://host:23333.")
+                "UPSTREAM_BASE_URL=http://host:23333.")
     return f"vlserve on {url}: serving {settings.model_path} on the local engine"
 
 
@@ -63,9 +63,9 @@ def serve(
     model: Annotated[str | None,
                      typer.Option(help="Model path or hub id for the local engine [env MODEL_PATH]")] = None,
 ) -> None:
-    """Run the HTTP service (local engine by default; upstream when LMDEPLOY_BASE_URL is set)."""
-    from . import serving
-    from .app import create_app
+    """Run the HTTP service (local engine by default; upstream when UPSTREAM_BASE_URL is set)."""
+    from vlserve.server import serving
+    from vlserve.server.app import create_app
 
     settings = _server_settings(HOST=host, PORT=port, MODEL_PATH=model)
     if settings.engine_kind == "local":
@@ -85,7 +85,7 @@ def launch(
     model: Annotated[str | None, typer.Option(help="Checkpoint LMDeploy serves [env MODEL_PATH]")] = None,
 ) -> None:
     """Start LMDeploy as a supervised child and serve the gateway in front of it (the container entrypoint)."""
-    from .launcher import run_launcher
+    from vlserve.launch.launcher import run_launcher
 
     settings = _server_settings(HOST=host, PORT=port, MODEL_PATH=model)
     try:
@@ -113,7 +113,7 @@ def chat(
     """Ask the running service about zero or more images."""
     from openai import OpenAIError
 
-    from .client import ClientError, VLClient, default_server, explain, user_message
+    from vlserve.tools.client import ClientError, VLClient, default_server, explain, user_message
 
     server = server or default_server()
     sampling: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
@@ -139,7 +139,7 @@ def gpu(
 ) -> None:
     """Print the GPU table (this machine's, or a running service's)."""
     if server:
-        from .client import ClientError, VLClient
+        from vlserve.tools.client import ClientError, VLClient
 
         try:
             with VLClient(server, api_key, timeout=10) as client:
@@ -147,7 +147,7 @@ def gpu(
         except ClientError as exc:
             raise _fail("gpu", exc) from None
     else:
-        from .gpu import GpuMonitor
+        from vlserve.server.gpu import GpuMonitor
         monitor = GpuMonitor()
         monitor.start()
         status = monitor.status()
@@ -196,9 +196,17 @@ def analyze(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .batch import BatchJob, NotOurFile, completed_work, drawn_path, is_url, run_batch, summarize_failures
-    from .client import default_server
-    from .drawing import draw_result
+    from vlserve.tools.batch import (
+        BatchJob,
+        NotOurFile,
+        completed_work,
+        drawn_path,
+        is_url,
+        run_batch,
+        summarize_failures,
+    )
+    from vlserve.tools.client import default_server
+    from vlserve.tools.drawing import draw_result
 
     server = server or default_server()
     fields = _analyze_fields(task, question, objects, boxes, schema, max_tokens)
@@ -287,7 +295,7 @@ def _check_outputs(out: Path, draw: Path | None) -> None:
 
 
 def _analyze_sources(task: str, paths: list[str], draw: Path | None = None) -> list[str]:
-    from .batch import collect_sources, missing_inputs
+    from vlserve.tools.batch import collect_sources, missing_inputs
 
     missing = missing_inputs(paths)
     if missing:
@@ -322,8 +330,8 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON here")] = None,
 ) -> None:
     """Load-test an OpenAI-compatible server: TTFT, inter-token latency, latency, throughput, errors."""
-    from .client import default_server
-    from .loadgen import BenchConfig, run
+    from vlserve.tools.client import default_server
+    from vlserve.tools.loadgen import BenchConfig, run
 
     size = None
     if image_size:
@@ -339,7 +347,7 @@ def bench(
     try:
         summary = run(config).summary()
     except Exception as exc:
-        from .client import explain
+        from vlserve.tools.client import explain
         raise _fail("bench", explain(exc, config.url)) from None
     if json_out:
         json_out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -372,7 +380,7 @@ def tiny_model(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same checkpoint)")] = 0,
 ) -> None:
     """Build the tiny random Qwen3-VL checkpoint (offline, a few seconds)."""
-    from .tiny_model import build_tiny_model
+    from vlserve.engines.local.tiny_model import build_tiny_model
 
     path = build_tiny_model(out_dir, seed)
     typer.echo(f"tiny random Qwen3-VL written to {path}", err=True)

@@ -7,11 +7,13 @@ checks that the two agree.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -34,8 +36,12 @@ class Settings(BaseSettings):
     max_model_len: int = Field(8192, ge=64, alias="MAX_MODEL_LEN")
 
     # --- upstream (LMDeploy or any OpenAI-compatible server) ------------------------
-    lmdeploy_base_url: CommaList = Field(default_factory=list, alias="LMDEPLOY_BASE_URL")
-    lmdeploy_timeout_s: float = Field(600.0, gt=0, alias="LMDEPLOY_TIMEOUT_S")
+    # Named for every upstream (LMDeploy, vLLM, SGLang); the origin design's LMDEPLOY_*
+    # names are still read.
+    upstream_base_url: CommaList = Field(default_factory=list, alias="UPSTREAM_BASE_URL",
+                                         validation_alias=AliasChoices("UPSTREAM_BASE_URL", "LMDEPLOY_BASE_URL"))
+    upstream_timeout_s: float = Field(600.0, gt=0, alias="UPSTREAM_TIMEOUT_S",
+                                      validation_alias=AliasChoices("UPSTREAM_TIMEOUT_S", "LMDEPLOY_TIMEOUT_S"))
     upstream_connect_timeout_s: float = Field(5.0, gt=0, alias="UPSTREAM_CONNECT_TIMEOUT_S")
     upstream_first_byte_timeout_s: float = Field(300.0, gt=0, alias="UPSTREAM_FIRST_BYTE_TIMEOUT_S")
     upstream_idle_timeout_s: float = Field(120.0, gt=0, alias="UPSTREAM_IDLE_TIMEOUT_S")
@@ -119,7 +125,7 @@ class Settings(BaseSettings):
     upstream_mm_kwargs: Literal["lmdeploy", "flat", "off"] = Field("lmdeploy", alias="UPSTREAM_MM_KWARGS")
     upstream_guided_decoding: bool = Field(True, alias="UPSTREAM_GUIDED_DECODING")
 
-    @field_validator("lmdeploy_base_url", "media_allow_private_hosts", "media_allowed_domains",
+    @field_validator("upstream_base_url", "media_allow_private_hosts", "media_allowed_domains",
                      "media_denied_domains", "api_keys", "cors_allow_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
@@ -140,7 +146,7 @@ class Settings(BaseSettings):
             out.append(origin)
         return out
 
-    @field_validator("lmdeploy_base_url")
+    @field_validator("upstream_base_url")
     @classmethod
     def _check_urls(cls, urls: list[str]) -> list[str]:
         for url in urls:
@@ -172,8 +178,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_engine(self) -> Settings:
-        if self.engine == "upstream" and not self.lmdeploy_base_url:
-            raise ValueError("VLSERVE_ENGINE=upstream needs LMDEPLOY_BASE_URL")
+        if self.engine == "upstream" and not self.upstream_base_url:
+            raise ValueError("VLSERVE_ENGINE=upstream needs UPSTREAM_BASE_URL")
         if self.media_image_min_pixels > self.media_image_max_pixels:
             raise ValueError("MEDIA_IMAGE_MIN_PIXELS is larger than MEDIA_IMAGE_MAX_PIXELS")
         return self
@@ -182,7 +188,7 @@ class Settings(BaseSettings):
     def engine_kind(self) -> Literal["upstream", "local"]:
         """`auto` means upstream when an upstream URL is configured, else local."""
         if self.engine == "auto":
-            return "upstream" if self.lmdeploy_base_url else "local"
+            return "upstream" if self.upstream_base_url else "local"
         return self.engine
 
     @classmethod
@@ -228,11 +234,20 @@ def _describe(exc: ValidationError) -> str:
     error = exc.errors()[0]
     loc = error.get("loc") or ()
     field = str(loc[0]) if loc else ""
-    info = Settings.model_fields.get(field)
-    name = info.alias if info and info.alias else field.upper()
+    info = Settings.model_fields.get(field) or next(
+        (info for info in Settings.model_fields.values() if info.alias == field), None)
+    name = _variable_name(info) if info else field.upper()
     message = error.get("msg", "invalid value").removeprefix("Value error, ")
     if not name:  # a whole-model check: its message already names the variables
         return f"invalid settings: {message}"
     value = error.get("input")
     shown = f"={value!r}" if isinstance(value, (str, int, float)) else ""
     return f"invalid setting {name}{shown}: {message}"
+
+
+def _variable_name(info: FieldInfo) -> str:
+    """The environment variable a person set for this field: an old name when they used it."""
+    if isinstance(info.validation_alias, AliasChoices):
+        names = [str(choice) for choice in info.validation_alias.choices]
+        return next((name for name in names if name in os.environ), names[0])
+    return info.alias or ""

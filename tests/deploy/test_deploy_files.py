@@ -65,7 +65,7 @@ def test_compose_for_four_gpus():
 def test_compose_replicas_behind_one_gateway():
     services = load("compose.replicas.yaml")["services"]
     replicas = sorted(name for name in services if name.startswith("replica"))
-    urls = services["gateway"]["environment"]["LMDEPLOY_BASE_URL"].split(",")
+    urls = services["gateway"]["environment"]["UPSTREAM_BASE_URL"].split(",")
     assert urls == [f"http://{name}:8000" for name in replicas]
     for name in replicas:
         assert services[name]["environment"]["TENSOR_PARALLEL_SIZE"] == "1"

@@ -45,7 +45,7 @@ def local_server(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def upstream_server(local_server, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
-    server = ServerProcess({"LMDEPLOY_BASE_URL": local_server.url, "SERVED_MODEL_NAME": "alias-model",
+    server = ServerProcess({"UPSTREAM_BASE_URL": local_server.url, "SERVED_MODEL_NAME": "alias-model",
                             **TEST_MEDIA_ENV}, logs, "upstream").start()
     try:
         yield server.wait_healthy()

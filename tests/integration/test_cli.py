@@ -129,9 +129,9 @@ def test_origin_test_scripts(local_server, tmp_path):
     image = tmp_path / "photo.png"
     image.write_bytes(png_bytes((128, 96)))
     env = {"VLSERVE_URL": local_server.url}
-    assert run(sys.executable, "test_api.py", "--max-tokens", "4", env=env).returncode == 0
-    assert run(sys.executable, "test_api.py", "--image", str(image), "--max-tokens", "4", env=env).returncode == 0
-    advanced = run(sys.executable, "test_api_advanced.py", "--image", str(image), env=env, timeout=300)
+    assert run(sys.executable, "scripts/test_api.py", "--max-tokens", "4", env=env).returncode == 0
+    assert run(sys.executable, "scripts/test_api.py", "--image", str(image), "--max-tokens", "4", env=env).returncode == 0
+    advanced = run(sys.executable, "scripts/test_api_advanced.py", "--image", str(image), env=env, timeout=300)
     assert advanced.returncode == 0, advanced.stdout + advanced.stderr
     assert advanced.stdout.strip().splitlines()[-1] == "11 passed, 0 failed"
 

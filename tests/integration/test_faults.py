@@ -20,9 +20,9 @@ import openai
 import pytest
 from aiohttp import web
 
-from vlserve.app import create_app
 from vlserve.config import Settings
-from vlserve.engines.upstream import UpstreamEngine
+from vlserve.engines.upstream.engine import UpstreamEngine
+from vlserve.server.app import create_app
 
 from ..inprocess import InProcessServer
 
@@ -131,7 +131,7 @@ def with_spec_version(app, version: str):
 
 @pytest.fixture(scope="module", params=["2.3", "2.4"])
 def gateway(upstream, request):
-    settings = Settings(LMDEPLOY_BASE_URL=f"http://127.0.0.1:{upstream.port}", LMDEPLOY_TIMEOUT_S=2,
+    settings = Settings(UPSTREAM_BASE_URL=f"http://127.0.0.1:{upstream.port}", UPSTREAM_TIMEOUT_S=2,
                         UPSTREAM_FIRST_BYTE_TIMEOUT_S=1.0, UPSTREAM_IDLE_TIMEOUT_S=2)
     engine = UpstreamEngine(settings)
     app = create_app(settings, engine=engine)
@@ -174,7 +174,7 @@ def test_faults_before_the_answer_starts(gateway, model, stream, status, code):
 
 def held(gateway) -> tuple[int, int, int]:
     """(admission places held, replica requests in flight, open streams) inside the gateway."""
-    inference = gateway.state.vlserve.inference
+    inference = gateway.state.vlserve.gateway.engine_call
     return gateway.call(lambda: (inference.admission.active, gateway.engine.replicas.replicas[0].in_flight,
                                  inference.open_streams))
 

@@ -32,7 +32,7 @@ def replay():
 @pytest.fixture(scope="module")
 def gateway(replay, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
-    server = ServerProcess({"LMDEPLOY_BASE_URL": replay.url, "SERVED_MODEL_NAME": "qwen3-vl"}, logs, "gw").start()
+    server = ServerProcess({"UPSTREAM_BASE_URL": replay.url, "SERVED_MODEL_NAME": "qwen3-vl"}, logs, "gw").start()
     try:
         yield server.wait_healthy()
     finally:

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from vlserve.app import create_app
 from vlserve.config import Settings
+from vlserve.server.app import create_app
 
 from ..inprocess import InProcessServer
 from ..scripted_upstream import ScriptedUpstream
@@ -158,7 +158,7 @@ def test_chat_streams_into_the_page_and_stop_cancels_the_engine(page, local_serv
 @pytest.fixture(scope="module")
 def scripted_gateway():
     upstream = ScriptedUpstream(BOXES_ANSWER).start()
-    settings = Settings(LMDEPLOY_BASE_URL=upstream.url, MEDIA_MAX_IMAGE_BYTES=60_000)
+    settings = Settings(UPSTREAM_BASE_URL=upstream.url, MEDIA_MAX_IMAGE_BYTES=60_000)
     server = InProcessServer(create_app(settings)).start()
     yield server.wait_healthy()
     server.stop()

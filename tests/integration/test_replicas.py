@@ -32,7 +32,7 @@ def test_kill_one_replica_under_load_then_it_rejoins(tiny_model_dir, tmp_path):
     ports = [free_port(), free_port()]
     engines = [ServerProcess({"MODEL_PATH": str(tiny_model_dir)}, tmp_path, f"engine{i}", port=p).start()
                for i, p in enumerate(ports)]
-    gateway = ServerProcess({"LMDEPLOY_BASE_URL": ",".join(f"http://127.0.0.1:{p}" for p in ports)},
+    gateway = ServerProcess({"UPSTREAM_BASE_URL": ",".join(f"http://127.0.0.1:{p}" for p in ports)},
                             tmp_path, "gateway").start()
     try:
         for server in (*engines, gateway):
@@ -75,7 +75,7 @@ def test_replicas_serving_different_models_each_get_only_their_own(tiny_model_di
     ports = {"instruct": free_port(), "thinking": free_port()}
     engines = {name: ServerProcess({"MODEL_PATH": str(tiny_model_dir), "SERVED_MODEL_NAME": name}, tmp_path,
                                    f"engine-{name}", port=port).start() for name, port in ports.items()}
-    gateway = ServerProcess({"LMDEPLOY_BASE_URL": ",".join(f"http://127.0.0.1:{p}" for p in ports.values())},
+    gateway = ServerProcess({"UPSTREAM_BASE_URL": ",".join(f"http://127.0.0.1:{p}" for p in ports.values())},
                             tmp_path, "gateway").start()
     try:
         for server in (*engines.values(), gateway):

@@ -25,7 +25,7 @@ def test_drain_then_final_error_events(tmp_path):
     port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(port),
                                  "--chunks", "3000", "--delay-ms", "10"])  # a 30 s answer
-    gateway = ServerProcess({"LMDEPLOY_BASE_URL": f"http://127.0.0.1:{port}", "DRAIN_TIMEOUT_S": "1.5"},
+    gateway = ServerProcess({"UPSTREAM_BASE_URL": f"http://127.0.0.1:{port}", "DRAIN_TIMEOUT_S": "1.5"},
                             tmp_path, "gateway").start()
     try:
         gateway.wait_healthy()

@@ -9,7 +9,7 @@ from ..servers import ServerProcess, free_port
 
 def test_gateway_waits_for_its_upstream(tiny_model_dir, tmp_path):
     engine_port = free_port()
-    gateway = ServerProcess({"LMDEPLOY_BASE_URL": f"http://127.0.0.1:{engine_port}"}, tmp_path, "gateway").start()
+    gateway = ServerProcess({"UPSTREAM_BASE_URL": f"http://127.0.0.1:{engine_port}"}, tmp_path, "gateway").start()
     engine = ServerProcess({"MODEL_PATH": str(tiny_model_dir)}, tmp_path, "engine", port=engine_port)
     try:
         gateway.wait_listening()

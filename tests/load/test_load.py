@@ -64,7 +64,7 @@ def test_two_hundred_streaming_clients(tmp_path):
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port",
                                  str(upstream_port), "--chunks", "16", "--delay-ms", "10"])
-    gateway = ServerProcess({"LMDEPLOY_BASE_URL": f"http://127.0.0.1:{upstream_port}", "MAX_CONCURRENT_REQUESTS": "64",
+    gateway = ServerProcess({"UPSTREAM_BASE_URL": f"http://127.0.0.1:{upstream_port}", "MAX_CONCURRENT_REQUESTS": "64",
                              "MAX_QUEUED_REQUESTS": "64", "QUEUE_TIMEOUT_S": "2", "LOG_LEVEL": "warning"},
                             tmp_path, "gateway").start()
     try:

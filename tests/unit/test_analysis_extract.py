@@ -15,15 +15,15 @@ from aiohttp import web
 
 from vlserve.admission import Admission
 from vlserve.analysis import TaskInput
-from vlserve.catalog import ModelCatalog
 from vlserve.config import Settings
-from vlserve.engine_requests import RequestBuilder
-from vlserve.engines.upstream import UpstreamEngine
+from vlserve.engines.upstream.engine import UpstreamEngine
 from vlserve.errors import ServiceError
-from vlserve.inference import CallContext, Inference
+from vlserve.gateway.catalog import ModelCatalog
+from vlserve.gateway.engine_call import CallContext, Inference
+from vlserve.gateway.observation import Observation
+from vlserve.gateway.oneshot import analyze
+from vlserve.gateway.request_builder import RequestBuilder
 from vlserve.media import MediaNormalizer, MediaPolicy
-from vlserve.observation import Observation
-from vlserve.oneshot import analyze
 
 from ..local_site import serve_app
 from .media_helpers import png
@@ -60,7 +60,7 @@ async def scripted():
 @pytest.fixture
 async def services(scripted, request):
     guided = getattr(request, "param", "true")
-    settings = Settings(LMDEPLOY_BASE_URL=scripted[1], UPSTREAM_GUIDED_DECODING=guided)
+    settings = Settings(UPSTREAM_BASE_URL=scripted[1], UPSTREAM_GUIDED_DECODING=guided)
     engine = UpstreamEngine(settings)
     await engine.start()
     assert await engine.wait_ready(5)

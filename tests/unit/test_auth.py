@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from vlserve import auth
+from vlserve.server import auth
 
 
 def test_every_key_is_compared_in_constant_time(monkeypatch):

@@ -4,8 +4,8 @@ import json
 
 from PIL import Image
 
-from vlserve.batch import collect_sources, completed_work, drawn_path
-from vlserve.drawing import draw_result
+from vlserve.tools.batch import collect_sources, completed_work, drawn_path
+from vlserve.tools.drawing import draw_result
 
 from .test_media_images import with_orientation
 
@@ -61,7 +61,7 @@ def test_boxes_are_drawn_on_the_upright_image(tmp_path):
 def test_an_output_file_that_is_not_ours_is_never_rewritten(tmp_path):
     import pytest
 
-    from vlserve.batch import NotOurFile
+    from vlserve.tools.batch import NotOurFile
 
     out = tmp_path / "data.jsonl"
     out.write_text('{"id": 1}\n{"id": 2}\n')

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from vlserve.app import create_app
 from vlserve.config import Settings
+from vlserve.server.app import create_app
 
 
 def scope(path: str) -> dict:
@@ -17,7 +17,7 @@ def scope(path: str) -> dict:
 
 
 async def test_a_client_that_leaves_while_sending_the_body_is_no_error(caplog):
-    app = create_app(Settings(LMDEPLOY_BASE_URL="http://127.0.0.1:9"))
+    app = create_app(Settings(UPSTREAM_BASE_URL="http://127.0.0.1:9"))
     messages = [{"type": "http.request", "body": b'{"model": "m", "messages": [{"ro', "more_body": True},
                 {"type": "http.disconnect"}]
     sent: list[dict] = []

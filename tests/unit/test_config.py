@@ -17,15 +17,17 @@ def test_defaults_serve_the_local_engine(monkeypatch):
     assert (settings.temperature, settings.top_p, settings.top_k) == (0.7, 0.8, 20)
 
 
-def test_origin_env_names_are_read(monkeypatch):
-    monkeypatch.setenv("LMDEPLOY_BASE_URL", "http://a:23333/, http://b:23333")
+@pytest.mark.parametrize("prefix", ["UPSTREAM", "LMDEPLOY"])
+def test_origin_env_names_are_read(monkeypatch, prefix):
+    # UPSTREAM_* are the names now; the origin design's LMDEPLOY_* still work.
+    monkeypatch.setenv(f"{prefix}_BASE_URL", "http://a:23333/, http://b:23333")
     monkeypatch.setenv("MAX_MODEL_LEN", "4096")
     monkeypatch.setenv("TENSOR_PARALLEL_SIZE", "4")
-    monkeypatch.setenv("LMDEPLOY_TIMEOUT_S", "12.5")
+    monkeypatch.setenv(f"{prefix}_TIMEOUT_S", "12.5")
     settings = load_settings()
-    assert settings.lmdeploy_base_url == ["http://a:23333", "http://b:23333"]
+    assert settings.upstream_base_url == ["http://a:23333", "http://b:23333"]
     assert settings.engine_kind == "upstream"
-    assert (settings.max_model_len, settings.tensor_parallel_size, settings.lmdeploy_timeout_s) == (4096, 4, 12.5)
+    assert (settings.max_model_len, settings.tensor_parallel_size, settings.upstream_timeout_s) == (4096, 4, 12.5)
 
 
 def test_cli_overrides_win(monkeypatch):
@@ -36,7 +38,7 @@ def test_cli_overrides_win(monkeypatch):
 
 @pytest.mark.parametrize("name, value", [
     ("MAX_MODEL_LEN", "lots"), ("PORT", "70000"), ("TEMPERATURE", "-1"),
-    ("LMDEPLOY_BASE_URL", "localhost:23333"), ("VLSERVE_ENGINE", "magic"), ("LOCAL_DEVICE", "tpu"),
+    ("UPSTREAM_BASE_URL", "localhost:23333"), ("LMDEPLOY_BASE_URL", "localhost:23333"), ("VLSERVE_ENGINE", "magic"), ("LOCAL_DEVICE", "tpu"),
 ])
 def test_bad_value_fails_with_one_line_naming_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
@@ -47,9 +49,9 @@ def test_bad_value_fails_with_one_line_naming_the_variable(monkeypatch, name, va
 
 
 def test_upstream_engine_without_url_is_refused(monkeypatch):
-    monkeypatch.delenv("LMDEPLOY_BASE_URL", raising=False)
+    monkeypatch.delenv("UPSTREAM_BASE_URL", raising=False)
     monkeypatch.setenv("VLSERVE_ENGINE", "upstream")
-    with pytest.raises(SettingsError, match="LMDEPLOY_BASE_URL"):
+    with pytest.raises(SettingsError, match="UPSTREAM_BASE_URL"):
         load_settings()
 
 
@@ -62,7 +64,7 @@ def test_readme_table_lists_every_setting():
 def test_the_access_log_follows_access_log_and_log_level():
     import logging
 
-    from vlserve.observability import access_log, configure_access_log
+    from vlserve.server.observability import access_log, configure_access_log
 
     try:
         for enabled, level, expected in [(True, "info", True), (True, "debug", True), (True, "warning", False),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlserve.engines.constraints import Constrainer, chosen_tools
+from vlserve.engines.local.constraints import Constrainer, chosen_tools
 from vlserve.errors import ServiceError
 
 TOOL = {"type": "function", "function": {"name": "add", "parameters": {

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vlserve.config import Settings, SettingsError
-from vlserve.engine_command import LmdeployHelp, accepted_flags, engine_command, engine_env, lmdeploy_args
+from vlserve.launch.engine_command import LmdeployHelp, accepted_flags, engine_command, engine_env, lmdeploy_args
 
 ALL = LmdeployHelp(frozenset({
     "--backend", "--tp", "--server-name", "--server-port", "--session-len", "--distributed-executor-backend",

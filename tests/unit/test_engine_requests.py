@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from vlserve.catalog import ModelCatalog
 from vlserve.config import Settings
-from vlserve.engine_requests import RequestBuilder
 from vlserve.engines.base import EngineStatus
-from vlserve.engines.replicas import Replica
-from vlserve.engines.upstream_dialect import UpstreamDialect
+from vlserve.engines.upstream.dialect import UpstreamDialect
+from vlserve.engines.upstream.replicas import Replica
+from vlserve.gateway.catalog import ModelCatalog
+from vlserve.gateway.request_builder import RequestBuilder
+from vlserve.gateway.schemas import ChatCompletionRequest
 from vlserve.media import MediaNormalizer, MediaPolicy
-from vlserve.schemas import ChatCompletionRequest
 
 from .media_helpers import png
 
@@ -56,24 +56,24 @@ def test_images_become_data_urls_and_hints_are_consumed():
 
 
 def test_upstreams_get_the_pixel_budget_in_lmdeploys_form():
-    request = build(BODY, LMDEPLOY_BASE_URL="http://engine:23333")
+    request = build(BODY, UPSTREAM_BASE_URL="http://engine:23333")
     assert request["mm_processor_kwargs"] == {"image": {"min_pixels": 65_536, "max_pixels": 200_000}}
 
 
 def test_flat_form_and_off():
-    flat = build(BODY, LMDEPLOY_BASE_URL="http://engine:23333", UPSTREAM_MM_KWARGS="flat")
+    flat = build(BODY, UPSTREAM_BASE_URL="http://engine:23333", UPSTREAM_MM_KWARGS="flat")
     assert flat["mm_processor_kwargs"] == {"min_pixels": 65_536, "max_pixels": 200_000}
-    assert "mm_processor_kwargs" not in build(BODY, LMDEPLOY_BASE_URL="http://e:1", UPSTREAM_MM_KWARGS="off")
+    assert "mm_processor_kwargs" not in build(BODY, UPSTREAM_BASE_URL="http://e:1", UPSTREAM_MM_KWARGS="off")
 
 
 def test_the_local_engine_and_text_only_requests_get_none():
     assert "mm_processor_kwargs" not in build(BODY)
     text_only = {"model": "engine-id", "messages": [{"role": "user", "content": "hi"}]}
-    assert "mm_processor_kwargs" not in build(text_only, LMDEPLOY_BASE_URL="http://engine:23333")
+    assert "mm_processor_kwargs" not in build(text_only, UPSTREAM_BASE_URL="http://engine:23333")
 
 
 def test_infer_and_analyze_requests_carry_the_budget_their_images_were_prepared_for():
-    settings = Settings(LMDEPLOY_BASE_URL="http://engine:23333", MEDIA_IMAGE_MAX_PIXELS="300000")
+    settings = Settings(UPSTREAM_BASE_URL="http://engine:23333", MEDIA_IMAGE_MAX_PIXELS="300000")
     made = builder(settings)
     image = asyncio.run(made.media.image(base64.b64encode(png()).decode()))
     request = made.simple(prompt="hi", images=[image], system_prompt=None, model=None, sampling={})
@@ -87,7 +87,7 @@ def test_infer_and_analyze_requests_carry_the_budget_their_images_were_prepared_
 def test_a_refused_optional_field_is_learned_per_replica():
     from vlserve.errors import ErrorKind, ServiceError
 
-    settings = Settings(LMDEPLOY_BASE_URL="http://engine:23333", UPSTREAM_MM_KWARGS="flat")
+    settings = Settings(UPSTREAM_BASE_URL="http://engine:23333", UPSTREAM_MM_KWARGS="flat")
     request = asyncio.run(builder(settings).from_chat(ChatCompletionRequest(**BODY)))
     dialect, vllm, other = UpstreamDialect("flat", True), Replica("http://vllm"), Replica("http://other")
     _, added = dialect.body_for(request, vllm)

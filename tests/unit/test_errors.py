@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vlserve.engines.upstream_errors import upstream_error
+from vlserve.engines.upstream.errors import upstream_error
 from vlserve.errors import ErrorKind, ServiceError
 
 # Bodies copied from tests/fixtures/lmdeploy-0.18.0/transcripts.txt

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from vlserve.gpu import GpuMonitor
+from vlserve.server.gpu import GpuMonitor
 
 pytestmark = pytest.mark.contract
 

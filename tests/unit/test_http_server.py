@@ -9,7 +9,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from vlserve.config import Settings
-from vlserve.http_server import ConnectionLimits, guarded_protocol
+from vlserve.server.http_protocol import ConnectionLimits, guarded_protocol
 
 
 class Transport(asyncio.Transport):

@@ -14,7 +14,7 @@ import json
 import pytest
 from aiohttp import web
 
-from vlserve.loadgen import BenchConfig, LoadGenerator, percentile
+from vlserve.tools.loadgen import BenchConfig, LoadGenerator, percentile
 
 from ..local_site import serve_app
 

@@ -150,9 +150,9 @@ def test_a_little_over_budget_travels_as_is_and_the_engine_shrinks_it_the_same(p
 
 def test_over_budget_is_shrunk_here_when_the_engine_is_not_told_the_budget():
     for form in ("off", "flat"):  # flat: vLLM, which may refuse it (and is then not sent it)
-        image = from_bytes(photo((1523, 1142)), LMDEPLOY_BASE_URL="http://127.0.0.1:9", UPSTREAM_MM_KWARGS=form)
+        image = from_bytes(photo((1523, 1142)), UPSTREAM_BASE_URL="http://127.0.0.1:9", UPSTREAM_MM_KWARGS=form)
         assert image.reencoded and (image.sent_height, image.sent_width) == smart_resize(1142, 1523, BUDGET)
-    told = from_bytes(photo((1523, 1142)), LMDEPLOY_BASE_URL="http://127.0.0.1:9", UPSTREAM_MM_KWARGS="lmdeploy")
+    told = from_bytes(photo((1523, 1142)), UPSTREAM_BASE_URL="http://127.0.0.1:9", UPSTREAM_MM_KWARGS="lmdeploy")
     assert not told.reencoded
     well_over = from_bytes(photo((2400, 1600)))  # more than twice the budget: shrunk here whatever the engine
     assert well_over.reencoded and (well_over.sent_height, well_over.sent_width) == smart_resize(1600, 2400, BUDGET)

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from vlserve.engines.base import EngineStream
-from vlserve.routes.streaming import EngineStreamResponse
+from vlserve.server.routes.streaming import EngineStreamResponse
 
 SCOPE = {"type": "http", "asgi": {"spec_version": "2.4"}}
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlserve.engines.lmdeploy_compat import StreamTranslator
+from vlserve.engines.upstream.lmdeploy_compat import StreamTranslator
 
 CHUNK = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}'
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vlserve.engines.text_stream import IncrementalDecoder, StopMatcher
+from vlserve.engines.local.text_stream import IncrementalDecoder, StopMatcher
 
 
 def run(stops, pieces):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from vlserve.tiny_model import QWEN_PLAIN_ADDED_TOKENS, QWEN_SPECIAL_TOKENS, VOCAB_SIZE, build_tiny_model
+from vlserve.engines.local.tiny_model import QWEN_PLAIN_ADDED_TOKENS, QWEN_SPECIAL_TOKENS, VOCAB_SIZE, build_tiny_model
 
 REQUIRED_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                   "tokenizer_config.json", "chat_template.jinja", "preprocessor_config.json",

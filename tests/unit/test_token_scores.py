@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vlserve.engines.token_scores import LogprobFormatter, TokenLogprob
+from vlserve.engines.local.token_scores import LogprobFormatter, TokenLogprob
 
 
 def test_bytes_are_the_tokens_own_even_inside_a_character(processor):

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from vlserve.inference import CallContext, ClientGone, until_gone
-from vlserve.observation import Observation
+from vlserve.gateway.engine_call import CallContext, ClientGone, until_gone
+from vlserve.gateway.observation import Observation
 
 
 def context(gone: asyncio.Event) -> CallContext:

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from vlserve.config import Settings
 from vlserve.engines.base import EngineRequest
-from vlserve.engines.upstream import UpstreamEngine
+from vlserve.engines.upstream.engine import UpstreamEngine
 from vlserve.errors import ErrorKind, ServiceError
 
 from ..local_site import serve_app
@@ -67,7 +67,7 @@ async def upstream():
 
 @pytest.fixture
 async def engine(upstream):
-    engine = UpstreamEngine(Settings(LMDEPLOY_BASE_URL=upstream[1], LMDEPLOY_TIMEOUT_S=0.5, UPSTREAM_IDLE_TIMEOUT_S=0.5))
+    engine = UpstreamEngine(Settings(UPSTREAM_BASE_URL=upstream[1], UPSTREAM_TIMEOUT_S=0.5, UPSTREAM_IDLE_TIMEOUT_S=0.5))
     await engine.start()
     assert await engine.wait_ready(5)
     yield engine

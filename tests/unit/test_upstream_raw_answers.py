@@ -14,7 +14,7 @@ from aiohttp import web
 
 from vlserve.config import Settings
 from vlserve.engines.base import EngineRequest
-from vlserve.engines.upstream import UpstreamEngine
+from vlserve.engines.upstream.engine import UpstreamEngine
 
 from ..local_site import serve_app
 
@@ -54,7 +54,7 @@ async def engine():
     app.add_routes([web.get("/v1/models", models),
                     web.post("/v1/chat/completions", chat)])
     async with serve_app(app) as (_, url):
-        engine = UpstreamEngine(Settings(LMDEPLOY_BASE_URL=url))
+        engine = UpstreamEngine(Settings(UPSTREAM_BASE_URL=url))
         await engine.start()
         assert await engine.wait_ready(5)
         yield engine

@@ -19,8 +19,8 @@ import referencing.jsonschema
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
-from ..errors import ErrorKind, ServiceError
-from .jsontext import find_json
+from vlserve.analysis.jsontext import find_json
+from vlserve.errors import ErrorKind, ServiceError
 
 MAX_SCHEMA_BYTES = 64 * 1024
 # Schemas are resolved against nothing but themselves: jsonschema would otherwise fetch a

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .geometry import to_pixels_box, to_pixels_point
-from .jsontext import find_json
-from .presets import TaskInput
+from vlserve.analysis.geometry import to_pixels_box, to_pixels_point
+from vlserve.analysis.jsontext import find_json
+from vlserve.analysis.presets import TaskInput
 
 _FENCED = re.compile(r"^\s*```[\w-]*\s*\n?(.*?)\n?\s*```\s*$", re.S)
 

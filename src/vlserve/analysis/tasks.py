@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ErrorKind, ServiceError
-from . import presets as p
-from . import results as r
-from .presets import TaskInput
+from vlserve.analysis import presets as p
+from vlserve.analysis import results as r
+from vlserve.analysis.presets import TaskInput
+from vlserve.errors import ErrorKind, ServiceError
 
 Parser = Callable[[TaskInput, str, int, int], dict[str, Any]]
 

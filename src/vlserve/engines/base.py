@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import ErrorKind, ServiceError
+from vlserve.errors import ErrorKind, ServiceError
 
 log = logging.getLogger("vlserve.engine")
 

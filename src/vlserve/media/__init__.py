@@ -6,13 +6,13 @@ ever receive data URLs of bytes we have checked. This package knows nothing of e
 or HTTP frameworks; its failures are ServiceErrors.
 """
 
-from .encoding import decode_base64, parse_data_url
-from .fetch import GuardedResolver, make_fetch_session
-from .images import NormalizedImage, smart_resize
-from .memory import tune_allocator
-from .normalizer import MediaNormalizer
-from .policy import ImageHints, MediaPolicy, PixelBudget
-from .video import NormalizedVideo
+from vlserve.media.encoding import decode_base64, parse_data_url
+from vlserve.media.fetch import GuardedResolver, make_fetch_session
+from vlserve.media.images import NormalizedImage, smart_resize
+from vlserve.media.memory import tune_allocator
+from vlserve.media.normalizer import MediaNormalizer
+from vlserve.media.policy import ImageHints, MediaPolicy, PixelBudget
+from vlserve.media.video import NormalizedVideo
 
 __all__ = [
     "GuardedResolver", "ImageHints", "MediaNormalizer", "MediaPolicy", "NormalizedImage", "NormalizedVideo",

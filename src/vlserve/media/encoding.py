@@ -13,7 +13,7 @@ import re
 
 import pybase64
 
-from ..errors import ErrorKind, ServiceError
+from vlserve.errors import ErrorKind, ServiceError
 
 _DATA_URL_HEADER = re.compile(r"data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*)")
 

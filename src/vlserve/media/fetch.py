@@ -22,9 +22,9 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from ..errors import ErrorKind, ServiceError
-from .encoding import too_large
-from .policy import MediaPolicy
+from vlserve.errors import ErrorKind, ServiceError
+from vlserve.media.encoding import too_large
+from vlserve.media.policy import MediaPolicy
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _GENERIC_TYPES = ("application/octet-stream", "binary/octet-stream", "")

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import ErrorKind, ServiceError
-from .encoding import to_data_url, too_large
-from .jpeg import decode_scaled
-from .memory import DecodeMemory, peak_bytes_per_pixel
-from .policy import MediaPolicy, PixelBudget
+from vlserve.errors import ErrorKind, ServiceError
+from vlserve.media.encoding import to_data_url, too_large
+from vlserve.media.jpeg import decode_scaled
+from vlserve.media.memory import DecodeMemory, peak_bytes_per_pixel
+from vlserve.media.policy import MediaPolicy, PixelBudget
 
 # Pillow format name → MIME type, for every format we accept.
 ACCEPTED_FORMATS = {

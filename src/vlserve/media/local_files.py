@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ErrorKind, ServiceError
-from .encoding import too_large
+from vlserve.errors import ErrorKind, ServiceError
+from vlserve.media.encoding import too_large
 
 
 def refused(reason: str = "") -> ServiceError:

@@ -10,14 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 
-from ..errors import ErrorKind, ServiceError
-from .encoding import decode_base64, parse_data_url, too_large
-from .fetch import fetch
-from .images import NormalizedImage, looks_like_image, prepare_image, probe_image
-from .local_files import read_local, refused
-from .memory import DecodeMemory
-from .policy import ImageHints, MediaPolicy
-from .video import NormalizedVideo, prepare_video, video_mime
+from vlserve.errors import ErrorKind, ServiceError
+from vlserve.media.encoding import decode_base64, parse_data_url, too_large
+from vlserve.media.fetch import fetch
+from vlserve.media.images import NormalizedImage, looks_like_image, prepare_image, probe_image
+from vlserve.media.local_files import read_local, refused
+from vlserve.media.memory import DecodeMemory
+from vlserve.media.policy import ImageHints, MediaPolicy
+from vlserve.media.video import NormalizedVideo, prepare_video, video_mime
 
 _OTHER_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 

@@ -6,8 +6,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Settings
-from ..errors import ErrorKind, ServiceError
+from vlserve.config import Settings
+from vlserve.errors import ErrorKind, ServiceError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

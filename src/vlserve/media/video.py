@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ErrorKind, ServiceError
-from .encoding import to_data_url, too_large
+from vlserve.errors import ErrorKind, ServiceError
+from vlserve.media.encoding import to_data_url, too_large
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,65 @@
+"""How the gateway's hints are spelled for an OpenAI-compatible upstream, and what it refused.
+
+- The pixel budget the images were prepared for goes as `mm_processor_kwargs`, in
+  LMDeploy's per-modality form (`{"image": {...}}`; 0.18 silently ignores the flat one),
+  the flat form vLLM reads, or not at all (UPSTREAM_MM_KWARGS).
+- A schema the answer must follow goes as OpenAI's `response_format` (guided decoding in
+  LMDeploy and vLLM) unless UPSTREAM_GUIDED_DECODING is off.
+
+Both are optional: the client did not ask for them. An upstream may refuse one (vLLM
+refuses `mm_processor_kwargs` unless started with --trust-request-mm-kwargs); a 400/422
+whose message names a field the gateway added costs the client nothing: the request is
+sent again without it, and that replica is never sent it again (logged once).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from vlserve.engines.base import EngineRequest
+from vlserve.engines.upstream.replicas import Replica
+from vlserve.errors import ServiceError
+
+log = logging.getLogger("vlserve.upstream")
+
+MM_KWARGS = "mm_processor_kwargs"
+RESPONSE_FORMAT = "response_format"
+# Words in an upstream's refusal that name each optional field.
+_NAMED_BY = {MM_KWARGS: ("mm_processor_kwargs",), RESPONSE_FORMAT: ("response_format", "guided", "json_schema")}
+
+
+class UpstreamDialect:
+    def __init__(self, mm_form: str, guided_decoding: bool) -> None:
+        self._mm_form = mm_form
+        self._guided = guided_decoding
+
+    def body_for(self, request: EngineRequest, replica: Replica) -> tuple[dict[str, Any], list[str]]:
+        """The body to send this replica, and the names of the optional fields added to it."""
+        body = dict(request.body)
+        added: list[str] = []
+
+        def add(name: str, value: Any) -> None:
+            if name not in body and name not in replica.refused_fields:
+                body[name] = value
+                added.append(name)
+
+        if request.image_pixels and self._mm_form != "off":
+            bounds = {"min_pixels": request.image_pixels[0], "max_pixels": request.image_pixels[1]}
+            add(MM_KWARGS, {"image": bounds} if self._mm_form == "lmdeploy" else bounds)
+        if request.json_schema is not None and self._guided:
+            add(RESPONSE_FORMAT, {"type": "json_schema",
+                                  "json_schema": {"name": "extraction", "schema": request.json_schema}})
+        return body, added
+
+    def refused(self, replica: Replica, added: list[str], error: ServiceError) -> bool:
+        """Whether `error` refuses a field the gateway added; if so, that replica won't get it again."""
+        if error.status not in (400, 422):
+            return False
+        message = error.message.lower()
+        named = [name for name in added if any(word in message for word in _NAMED_BY[name])]
+        for name in named:
+            replica.refused_fields.add(name)
+            log.warning("upstream %s refused `%s` (%s); no longer sending it there", replica.base_url, name,
+                        error.message[:200])
+        return bool(named)

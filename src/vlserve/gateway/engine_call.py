@@ -1,0 +1,124 @@
+"""One call to the engine, the same for every route.
+
+`/v1/chat/completions`, `/infer`, `/analyze` (each engine call of a task) and anything
+added later reach the engine only through `Inference`:
+
+- admission: a place among MAX_CONCURRENT_REQUESTS, or 429 when none is to be had;
+- the engine call or stream;
+- cancellation when the client goes away (while queued, waiting or generating);
+- the request's token usage into its `Observation` (metrics and the request log);
+- for streams, release of the place when the stream closes, whatever closed it (the
+  response class in `routes/streaming.py` closes it in its own `finally`), and
+  registration so a shutdown can end open streams with a final error event.
+
+Routes only translate HTTP to and from this. Nothing here imports a web framework: the
+route hands in `client_gone`, an awaitable that finishes when the client disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from vlserve.admission import Admission
+from vlserve.engines.base import Engine, EngineRequest, EngineStream
+from vlserve.gateway.observation import Observation
+
+log = logging.getLogger("vlserve")
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready; the work has been cancelled."""
+
+
+@dataclass
+class CallContext:
+    """What an engine call needs to know about the HTTP request it serves."""
+
+    obs: Observation
+    client_gone: Callable[[], Awaitable[None]]
+
+
+class Inference:
+    def __init__(self, engine: Engine, admission: Admission) -> None:
+        self.engine = engine
+        self.admission = admission
+        self._open: set[EngineStream] = set()
+
+    async def complete(self, request: EngineRequest, ctx: CallContext) -> dict[str, Any]:
+        """A whole answer, inside an admission place."""
+        ctx.obs.model = request.model
+        result = await until_gone(self._admitted_answer(request), ctx)
+        ctx.obs.add_usage(result.get("usage"))
+        return result
+
+    async def _admitted_answer(self, request: EngineRequest) -> dict[str, Any]:
+        release = await self.admission.acquire()
+        try:
+            return await self.engine.complete(request)
+        finally:
+            release()
+
+    async def stream(self, request: EngineRequest, ctx: CallContext) -> EngineStream:
+        """An open stream that holds an admission place until it is closed."""
+        ctx.obs.model = request.model
+        stream = await until_gone(self._admitted_stream(request), ctx)
+        stream.add_close_callback(lambda: ctx.obs.add_usage(stream.usage))
+        self._open.add(stream)
+        stream.add_close_callback(lambda: self._open.discard(stream))
+        return stream
+
+    async def _admitted_stream(self, request: EngineRequest) -> EngineStream:
+        release = await self.admission.acquire()
+        try:
+            stream = await self.engine.open_stream(request)
+        except BaseException:
+            release()
+            raise
+        stream.add_close_callback(release)
+        return stream
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._open)
+
+    def abort_streams(self) -> None:
+        """Shutdown: end every open stream at its next chunk with a final error event."""
+        if self._open:
+            log.warning("drain time is up: ending %d open streams with an error event", len(self._open))
+        for stream in list(self._open):
+            stream.abort()
+
+
+async def until_gone(work: Coroutine[Any, Any, T], ctx: CallContext) -> T:
+    """Await `work`; if the client disconnects first, cancel it and raise ClientGone.
+
+    `work` runs in the caller's own task and a watcher cancels that task when the client
+    goes: one task per request instead of two and an `asyncio.wait` (bench/RESULTS.md).
+    """
+    caller = asyncio.current_task()
+    assert caller is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await ctx.client_gone()
+        gone = True
+        caller.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        result = await work  # a cancellation runs work's own cleanup (release, closing a connection)
+    except asyncio.CancelledError:
+        if gone and caller.uncancel() == 0:  # ours, not a cancellation from outside
+            raise ClientGone() from None
+        raise
+    finally:
+        watcher.cancel()
+    if gone:  # `work` swallowed the cancellation: its result stands (an open stream must be
+        caller.uncancel()  # returned to be closed), and the response notices the client left
+    return result

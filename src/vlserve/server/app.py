@@ -1,0 +1,88 @@
+"""The application factory. The lifespan owns every resource: engine, HTTP sessions, NVML."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from vlserve.admission import Admission
+from vlserve.config import Settings
+from vlserve.engines.base import Engine
+from vlserve.gateway.catalog import ModelCatalog
+from vlserve.gateway.engine_call import Inference
+from vlserve.gateway.request_builder import RequestBuilder
+from vlserve.media import MediaNormalizer, MediaPolicy, make_fetch_session, tune_allocator
+from vlserve.server.auth import ApiKeyAuth
+from vlserve.server.body_limit import BodySizeLimit
+from vlserve.server.error_handlers import install_error_handlers
+from vlserve.server.gpu import GpuMonitor
+from vlserve.server.observability import Metrics, Observe
+from vlserve.server.routes import openai, ops, pages, simple
+from vlserve.server.routes.body import document_bodies
+from vlserve.server.state import AppState
+
+log = logging.getLogger("vlserve")
+
+
+def make_engine(settings: Settings) -> Engine:
+    if settings.engine_kind == "upstream":
+        from vlserve.engines.upstream.engine import UpstreamEngine
+        return UpstreamEngine(settings)
+    from vlserve.engines.local.engine import LocalEngine  # imports nothing heavy until the model loads
+    return LocalEngine(settings)
+
+
+def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor | None = None) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        the_engine = engine or make_engine(settings)
+        monitor = gpu or GpuMonitor()
+        policy = MediaPolicy.from_settings(settings)
+        fetch_session = make_fetch_session(policy) if settings.media_allow_remote else None
+        media: MediaNormalizer | None = None
+        tune_allocator()
+        try:
+            monitor.start()
+            await the_engine.start()
+            media = MediaNormalizer(policy, fetch_session, on_image=metrics.count_image)
+            admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
+                                  settings.queue_timeout_s)
+            inference = Inference(the_engine, admission)
+            catalog = ModelCatalog(settings, the_engine)
+            app.state.vlserve = AppState(settings, inference, RequestBuilder(settings, catalog, media), catalog,
+                                         monitor, metrics)
+            metrics.watch(inference)
+            yield
+        finally:  # also when start-up itself failed: nothing is left open
+            await the_engine.close()
+            if fetch_session is not None:
+                await fetch_session.close()
+            if media is not None:
+                media.close()
+            monitor.close()
+
+    # redirect_slashes=False: `/v1/models/` is a 404 envelope, never a redirect built from
+    # the client's own Host header.
+    app = FastAPI(title="vlserve", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
+                  docs_url=None, redoc_url=None,  # served offline by routes/pages.py
+                  description="OpenAI-compatible serving for Qwen3-VL and other vision-language models.")
+    install_error_handlers(app)
+    app.include_router(openai.router)
+    document_bodies(app, openai.BODIES_READ_BY_HAND)
+    app.include_router(simple.router)
+    app.include_router(ops.router)
+    app.include_router(pages.router)
+    pages.mount_assets(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), open_ops=settings.auth_open_ops)
+    if settings.cors_allow_origins:  # outside the key check: a browser's preflight carries no key
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
+    app.add_middleware(Observe, metrics=metrics)  # outermost: 401s and 413s are counted and logged too
+    return app

@@ -1,0 +1,74 @@
+"""Rendering failures as HTTP: every error the app or a middleware meets becomes OpenAI's
+envelope (`errors.ServiceError.body()`) with its status; a client that left gets 499."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vlserve.errors import ErrorKind, ServiceError
+from vlserve.gateway.engine_call import ClientGone
+
+log = logging.getLogger("vlserve.errors")
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's convention; the client never sees it
+
+
+def json_error(exc: ServiceError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def error_response(kind: ErrorKind, message: str, **kwargs: Any) -> JSONResponse:
+    return json_error(ServiceError(kind, message, **kwargs))
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[ErrorKind, str, str | None]:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "")
+        return ErrorKind.INVALID_JSON, f"The request body is not valid JSON ({detail}).".replace(" ()", ""), None
+    parts = []
+    for error in errors[:5]:
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
+        where = ".".join(loc)
+        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    return ErrorKind.BAD_REQUEST, "Invalid request: " + "; ".join(parts), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return json_error(exc)
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(_: Request, exc: ClientGone) -> Response:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        kind, message, param = _describe_validation(exc)
+        return error_response(kind, message, param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(ErrorKind.ROUTE_NOT_FOUND, f"No route {request.url.path}.")
+        if exc.status_code == 405:
+            return error_response(ErrorKind.METHOD_NOT_ALLOWED,
+                                  f"{request.method} is not allowed on {request.url.path}.")
+        if exc.status_code == 413:
+            return error_response(ErrorKind.TOO_LARGE, str(exc.detail))
+        kind = ErrorKind.BAD_REQUEST if exc.status_code < 500 else ErrorKind.INTERNAL
+        return error_response(kind, str(exc.detail), status=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(ErrorKind.INTERNAL, "Internal error; it has been logged.")

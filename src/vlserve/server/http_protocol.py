@@ -1,0 +1,210 @@
+"""The HTTP/1.1 connection handling that makes the port safe to expose.
+
+uvicorn (with httptools) bounds none of what a slow or hostile client can hold: headers
+of any size, headers or a body trickled a byte at a time, an endless chunked body, or a
+connection that never sends a byte are all kept forever. This protocol is uvicorn's own
+with those bounds added, per connection:
+
+- each request's line and headers: at most HTTP_MAX_HEADER_BYTES (431 beyond), received
+  within HTTP_HEADER_TIMEOUT_S of their first byte (408); counted per request, so headers
+  pipelined behind a request being answered are bounded too; a connection that sends
+  nothing at all is closed after the same time;
+- the body: received within HTTP_BODY_TIMEOUT_S of the headers (408); chunked trailers
+  count towards the header limit and are not passed on;
+- a client that stops reading an answer: after HTTP_WRITE_TIMEOUT_S without the socket
+  draining, the connection is closed (its request is then cancelled like any other);
+- open connections: at most HTTP_MAX_CONNECTIONS (503 beyond), kept below the process's
+  file-descriptor limit with room for the engine's connections and /health;
+- errors the server itself answers (a malformed request line, a CR inside a header) are
+  in OpenAI's envelope like every other error.
+
+Idle keep-alive connections are closed after HTTP_IDLE_TIMEOUT_S (uvicorn's own timer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from vlserve.config import Settings
+from vlserve.errors import ErrorKind, ServiceError
+
+log = logging.getLogger("vlserve.http")
+
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
+            503: "Service Unavailable"}
+# File descriptors kept free of client connections: upstream connections, model files, logs.
+FD_RESERVE = 128
+
+
+def raw_error(kind: ErrorKind, message: str) -> bytes:
+    """A whole HTTP response carrying `ServiceError(kind, message)`, for before the app runs."""
+    body = json.dumps(ServiceError(kind, message).body()).encode()
+    head = (f"HTTP/1.1 {kind.status} {_REASONS.get(kind.status, 'Error')}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    return head.encode("ascii") + body
+
+
+class ConnectionLimits:
+    def __init__(self, settings: Settings) -> None:
+        self.max_header_bytes = settings.http_max_header_bytes
+        self.header_timeout_s = settings.http_header_timeout_s
+        self.body_timeout_s = settings.http_body_timeout_s
+        self.write_timeout_s = settings.http_write_timeout_s
+        self.max_connections = effective_connection_limit(settings.http_max_connections)
+
+
+def effective_connection_limit(wanted: int) -> int:
+    """Raise the soft fd limit as far as the hard one allows; keep connections below it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    limit = min(wanted, max(16, soft - FD_RESERVE))
+    if limit < wanted:
+        log.warning("HTTP_MAX_CONNECTIONS=%d is above what the file-descriptor limit (%d) allows; using %d",
+                    wanted, soft, limit)
+    return limit
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol class with `limits` applied (uvicorn takes the class)."""
+
+    class GuardedHttpProtocol(_Guarded):
+        pass
+
+    GuardedHttpProtocol.limits = limits
+    return GuardedHttpProtocol
+
+
+class _Guarded(HttpToolsProtocol):
+    limits: ConnectionLimits
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True        # waiting for (more of) a request line and headers
+        self._head_bytes = 0        # of the request being parsed (or of trailers)
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+
+    # --- the connection -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            log.warning("refusing a connection: %d open (HTTP_MAX_CONNECTIONS)", len(self.connections) - 1)
+            self._fail(ErrorKind.TOO_MANY_CONNECTIONS, "The server has too many open connections; retry shortly.")
+            return
+        self._arm(self.limits.header_timeout_s, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._cancel_write_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and self.parser is not None:
+            # Counted after parsing, for the request whose head is open now (a chunk that
+            # also carries the end of the previous request counts whole: conservative).
+            self._head_bytes += len(data)
+            self._check_head_size()
+
+    def _check_head_size(self) -> None:
+        if self._head_bytes > self.limits.max_header_bytes and not self.transport.is_closing():
+            self._fail(ErrorKind.HEADERS_TOO_LARGE, f"The request line and headers are larger than "
+                       f"{self.limits.max_header_bytes:,} bytes (HTTP_MAX_HEADER_BYTES).")
+
+    # --- the parser's events ------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
+        self._arm(self.limits.header_timeout_s, self._head_timed_out)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head:
+            super().on_header(name, value)
+            return
+        # A chunked body's trailers: bounded like headers, and not passed on.
+        self._head_bytes += len(name) + len(value) + 4
+        self._check_head_size()
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head_bytes = False, 0
+        self._arm(self.limits.body_timeout_s, self._body_timed_out)
+        super().on_headers_complete()
+        if self.pipeline:  # queued behind a request being answered: reading is paused, nothing to time
+            self._disarm()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.limits.write_timeout_s, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        self._cancel_write_timer()
+        super().resume_writing()
+
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(raw_error(ErrorKind.BAD_REQUEST, f"Malformed HTTP request ({msg.rstrip('.')})."))
+        self.transport.close()
+
+    # --- timers ---------------------------------------------------------------------------
+    def _arm(self, seconds: float, callback: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _cancel_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        if not self.transport.is_closing():
+            log.info("closing a connection whose client stopped reading for %.0f s (HTTP_WRITE_TIMEOUT_S)",
+                     self.limits.write_timeout_s)
+            self.transport.abort()
+
+    def _head_timed_out(self) -> None:
+        if self.transport.is_closing() or not self._in_head:
+            return
+        if self._head_bytes == 0:  # idle: nothing to answer
+            self.transport.close()
+            return
+        self._fail(ErrorKind.REQUEST_TIMEOUT, f"The request's headers did not arrive within "
+                   f"{self.limits.header_timeout_s:g} s (HTTP_HEADER_TIMEOUT_S).")
+
+    def _body_timed_out(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # an answer is under way: all we can do is hang up
+            return
+        if self.cycle is not None:
+            self.cycle.disconnected = True  # the app sees the client gone
+            self.cycle.message_event.set()
+        self._fail(ErrorKind.REQUEST_TIMEOUT, f"The request's body did not arrive within "
+                   f"{self.limits.body_timeout_s:g} s (HTTP_BODY_TIMEOUT_S).")
+
+    def _fail(self, kind: ErrorKind, message: str) -> None:
+        self._disarm()
+        self.transport.write(raw_error(kind, message))
+        self.transport.close()

@@ -1,0 +1,156 @@
+"""Metrics (Prometheus) and one structured log line per request, with request ids.
+
+`Metrics` owns its own registry (no process globals: two apps in one process, as in
+tests, don't collide). State that already lives elsewhere (queue depth, replica health)
+is read when /metrics is scraped, not updated on the hot path.
+
+`Observe` is pure ASGI middleware: it assigns or accepts `X-Request-ID`, echoes it,
+counts and times every request, measures time to first byte of streams, and logs one
+JSON line when the response is done. Routes add the model and token counts to the
+request's `Observation` (request.state.observation); no prompt or image content is ever
+logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vlserve.gateway.observation import Observation
+
+access_log = logging.getLogger("vlserve.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("vlserve_requests", "HTTP requests by route and status", ["route", "status"],
+                                registry=r)
+        self.latency = Histogram("vlserve_request_duration_seconds", "Time to the end of the response", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("vlserve_time_to_first_byte_seconds", "Time to the first byte of a streamed "
+                              "response (first token)", ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("vlserve_tokens", "Tokens in prompts and completions", ["kind"], registry=r)
+        self.in_flight = Gauge("vlserve_requests_in_flight", "HTTP requests being served", registry=r)
+        self.image_bytes = Counter("vlserve_image_bytes", "Image bytes received from clients (in) and sent to "
+                                   "engines (out)", ["direction"], registry=r)
+
+    def watch(self, inference: Any) -> None:
+        """Gauges read from live state at scrape time (admission, engine, replicas)."""
+        self.registry.register(_StateCollector(inference))
+
+    def count_image(self, image: Any) -> None:
+        self.image_bytes.labels("in").inc(image.nbytes)
+        self.image_bytes.labels("out").inc(image.sent_bytes)
+
+    def observe(self, route: str, status: int, seconds: float, ttft: float | None, obs: Observation) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+        if ttft is not None:
+            self.ttft.labels(route).observe(ttft)
+        if obs.prompt_tokens:
+            self.tokens.labels("prompt").inc(obs.prompt_tokens)
+        if obs.completion_tokens:
+            self.tokens.labels("completion").inc(obs.completion_tokens)
+
+
+class _StateCollector:
+    def __init__(self, inference: Any) -> None:
+        self._inference = inference
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        admission = self._inference.admission
+        yield GaugeMetricFamily("vlserve_engine_requests_active", "Requests holding an admission place",
+                                value=admission.active)
+        yield GaugeMetricFamily("vlserve_queue_depth", "Requests waiting for an admission place",
+                                value=admission.queued)
+        status = self._inference.engine.status()
+        yield GaugeMetricFamily("vlserve_engine_ready", "1 when the engine answers", value=int(status.ready))
+        up = GaugeMetricFamily("vlserve_upstream_up", "1 when the replica answers", labels=["replica"])
+        load = GaugeMetricFamily("vlserve_upstream_in_flight", "Requests in flight per replica", labels=["replica"])
+        for index, replica in enumerate(status.replicas):
+            up.add_metric([str(index)], int(replica.ready))
+            load.add_metric([str(index)], replica.in_flight)
+        yield up
+        yield load
+
+
+class Observe:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        obs = Observation(given if _REQUEST_ID.match(given) else uuid.uuid4().hex)
+        scope.setdefault("state", {})["observation"] = obs
+        header = (b"x-request-id", obs.request_id.encode())
+        status, first_body, streaming = 500, None, False
+
+        async def observing_send(message: Message) -> None:
+            nonlocal status, first_body, streaming
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", []), header]
+                streaming = any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers)
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and first_body is None and message.get("body"):
+                first_body = time.perf_counter()
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            self.metrics.in_flight.dec()
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            ttft = first_body - started if streaming and first_body else None
+            self.metrics.observe(route, status, seconds, ttft, obs)
+            _log(scope, route, status, seconds, ttft, obs)
+
+
+def configure_access_log(enabled: bool = True, log_level: str = "info") -> None:
+    """Request lines go to stderr as bare JSON, one per line, whatever the app's log format.
+
+    They are INFO lines: ACCESS_LOG=false or a LOG_LEVEL above info turns them off (and
+    saves building them: `_log` checks first).
+    """
+    if not access_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.propagate = False
+    level = max(logging.INFO, logging.getLevelName(log_level.upper()))
+    access_log.setLevel(level if enabled else logging.CRITICAL + 1)
+
+
+def _log(scope: Scope, route: str, status: int, seconds: float, ttft: float | None, obs: Observation) -> None:
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    line = {"event": "request", "request_id": obs.request_id, "method": scope["method"], "route": route,
+            "status": status, "latency_ms": round(seconds * 1000, 1), "model": obs.model,
+            "prompt_tokens": obs.prompt_tokens, "completion_tokens": obs.completion_tokens}
+    if ttft is not None:
+        line["ttft_ms"] = round(ttft * 1000, 1)
+    line.update(obs.extra)
+    access_log.info(json.dumps(line))

@@ -1,0 +1,68 @@
+"""HTTP around an engine call: the SSE response of a stream, and noticing a client that left."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from vlserve.engines.base import EngineStream
+from vlserve.gateway.engine_call import CallContext
+from vlserve.gateway.observation import Observation
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class EngineStreamResponse(StreamingResponse):
+    """SSE of an engine stream, closed in this response's own `finally`.
+
+    Whatever ends the response (the last chunk, a client that left before the first or
+    in the middle, an error in the relay), the stream is closed, which gives back its
+    admission place and replica slot and cancels the generation. (Starlette's own
+    response would leave that to a background task, which a disconnect skips under ASGI
+    spec 2.4, and there it only notices a client that left when a chunk fails to send,
+    so a stream waiting on a silent engine would hold its place.) Here the disconnect is
+    listened for under every spec version, while the chunks are sent.
+    """
+
+    def __init__(self, stream: EngineStream) -> None:
+        super().__init__(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+        self.engine_stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sending = asyncio.ensure_future(self.stream_response(send))
+        listening = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait({sending, listening}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sending, listening):
+                task.cancel()
+            await asyncio.gather(sending, listening, return_exceptions=True)
+            await self.engine_stream.aclose()
+        if not sending.cancelled() and sending.exception() is not None:
+            if not isinstance(sending.exception(), OSError):  # OSError: the client left (ASGI 2.4)
+                raise sending.exception()  # type: ignore[misc]
+
+
+def client_gone(request: Request) -> Callable[[], Awaitable[None]]:
+    """An awaitable factory that returns once the client has disconnected.
+
+    Only used while no response is being sent (the body has been read by then), so
+    nothing else is reading `receive`.
+    """
+
+    async def wait() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return wait
+
+
+def call_context(request: Request) -> CallContext:
+    """The request's observation (set up by the Observe middleware) and its disconnect."""
+    state = request.scope.setdefault("state", {})
+    obs = state.setdefault("observation", Observation("-"))
+    return CallContext(obs, client_gone(request))
