@@ -8,9 +8,10 @@ raise these errors; `routes/errors.py` renders them as HTTP responses.
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from typing import Any
+
+from vlserve import sse
 
 
 class ErrorKind(Enum):
@@ -87,4 +88,4 @@ class ServiceError(Exception):
 
         The openai SDK raises an APIError when a chunk carries an `error` key.
         """
-        return b"data: " + json.dumps(self.body()).encode() + b"\n\n"
+        return sse.frame(self.body())

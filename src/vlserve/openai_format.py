@@ -1,21 +1,14 @@
-"""Builders for OpenAI's chat and text completion objects and SSE framing."""
+"""Builders for OpenAI's chat and text completion objects (sse.py frames them for streams)."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
 
-DONE = b"data: [DONE]\n\n"
-
 
 def completion_id(kind: str = "chat") -> str:
     return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
-
-
-def sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -13,7 +13,7 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-from vlserve import openai_format as oai
+from vlserve import sse
 from vlserve.analysis import TaskInput, build_prompt, check_input, extract, parse_result
 from vlserve.engines.base import EngineRequest, EngineStream
 from vlserve.errors import ErrorKind, ServiceError
@@ -71,19 +71,19 @@ async def _text_deltas(upstream: EngineStream, model: str) -> AsyncIterator[byte
             if event is None:
                 break
             if "error" in event:  # already in our error shape: pass it on and stop
-                yield oai.sse(event)
+                yield sse.frame(event)
                 return
             final["usage"] = event.get("usage") or final["usage"]
             for choice in event.get("choices") or []:
                 delta = choice.get("delta") or {}
                 if delta.get("reasoning_content"):
-                    yield oai.sse({"reasoning": delta["reasoning_content"]})
+                    yield sse.frame({"reasoning": delta["reasoning_content"]})
                 if delta.get("content"):
-                    yield oai.sse({"text": delta["content"]})
+                    yield sse.frame({"text": delta["content"]})
                 final["finish_reason"] = choice.get("finish_reason") or final["finish_reason"]
     final["latency_ms"] = _ms_since(started)
-    yield oai.sse(final)
-    yield oai.DONE
+    yield sse.frame(final)
+    yield sse.DONE
 
 
 async def analyze(inference: Inference, builder: RequestBuilder, ctx: CallContext, *, spec: TaskInput,

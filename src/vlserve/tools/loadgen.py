@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import math
 import time
 from collections import Counter
@@ -29,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from vlserve.sse import EVENT_END
+from vlserve.sse import EventSplitter, payload_of
 
 
 @dataclass
@@ -213,13 +212,12 @@ class LoadGenerator:
         result = RequestResult(started, True, 0.0)
         last: float | None = None
         chunks = usage_tokens = 0
-        pending = b""
+        splitter = EventSplitter()
         async for data in resp.content.iter_any():
             now = time.monotonic()
-            *events, pending = EVENT_END.split(pending + data)
-            for event in events:
-                payload = _payload(event)
-                if payload is None:
+            for event in splitter.feed(data):
+                payload = payload_of(event)
+                if not isinstance(payload, dict):
                     continue
                 if "error" in payload:
                     result.ok, result.error = False, "error event"
@@ -235,17 +233,6 @@ class LoadGenerator:
         result.latency_s = time.monotonic() - started
         result.output_tokens = usage_tokens or chunks
         return result
-
-
-def _payload(event: bytes) -> dict[str, Any] | None:
-    for line in event.splitlines():
-        if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
-            try:
-                payload = json.loads(line[5:])
-            except ValueError:
-                return None
-            return payload if isinstance(payload, dict) else None
-    return None
 
 
 def _has_text(delta: dict[str, Any]) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vlserve import openai_format as oai
+from vlserve import sse
 from vlserve.admission import Admission
 from vlserve.config import Settings
 from vlserve.engines.answer import THINK_OPEN
@@ -194,8 +195,8 @@ class LocalEngine:
         usage = oai.usage(prepared.prompt_tokens, completion_tokens)
         report_usage(usage)
         if include_usage:
-            yield oai.sse(oai.usage_chunk(cid, shape.model, usage, shape.kind))
-        yield oai.DONE
+            yield sse.frame(oai.usage_chunk(cid, shape.model, usage, shape.kind))
+        yield sse.DONE
 
     async def _prepare(self, request: EngineRequest) -> PreparedPrompt:
         self._require_ready()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlserve import openai_format as oai
+from vlserve import sse
 from vlserve.engines.answer import AnswerStream, parse_answer
 from vlserve.engines.local.token_scores import LogprobFormatter, TokenLogprob
 
@@ -97,7 +98,7 @@ class StreamedChoice:
     def _chat_event(self, delta: dict[str, Any], finish: str | None) -> bytes:
         # A token's score goes out with the first event after it that carries text.
         logprobs = self._formatter.chat(self._take()) if self._shape.logprobs and self._pending else None
-        return oai.sse(oai.chunk(self._cid, self._shape.model, delta, finish, self._usage_field, self._index,
+        return sse.frame(oai.chunk(self._cid, self._shape.model, delta, finish, self._usage_field, self._index,
                                  logprobs))
 
     def _text_event(self, text: str, finish: str | None, scores: list[TokenLogprob]) -> bytes:
@@ -105,4 +106,4 @@ class StreamedChoice:
         if self._shape.logprobs:
             logprobs, self._offset = self._formatter.legacy(scores, self._offset)
         choice = oai.text_choice(self._index, text, finish, logprobs)
-        return oai.sse(oai.text_chunk(self._cid, self._shape.model, choice, self._usage_field))
+        return sse.frame(oai.text_chunk(self._cid, self._shape.model, choice, self._usage_field))

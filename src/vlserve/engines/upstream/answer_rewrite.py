@@ -11,11 +11,10 @@ from its first event (the reasoning can't be taken back once sent as content).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from vlserve.engines.answer import THINK_CLOSE, THINK_OPEN, TOOL_OPEN, AnswerStream, parse_answer
-from vlserve.sse import EVENT_END
+from vlserve.sse import frame, payload_of
 
 _TAGS = (TOOL_OPEN, THINK_OPEN, THINK_CLOSE)
 _TAG_BYTES = tuple(tag.encode() for tag in _TAGS)
@@ -44,28 +43,21 @@ class StreamRewriter:
         self.active = starts_in_reasoning(model)
         self._answer = AnswerStream(in_reasoning=self.active, tools=True)
 
-    def feed(self, events: bytes) -> bytes:
-        """Complete SSE events in, the same events (rewritten once a tag was seen) out."""
-        if not self.active:
-            if not any(tag in events for tag in _TAG_BYTES):
-                return events
+    def may_change(self, events: bytes) -> bool:
+        """Whether these events need `feed`: once a tag has been seen, every event does."""
+        if not self.active and any(tag in events for tag in _TAG_BYTES):
             self.active = True
-        out: list[bytes] = []
-        for event in EVENT_END.split(events):
-            if event:
-                out += self._rewrite(event)
-        return b"".join(event + b"\n\n" for event in out)
+        return self.active
+
+    def feed(self, event: bytes) -> bytes:
+        """One event (without its blank line) → the framed events that replace it."""
+        return b"".join(self._rewrite(event))
 
     def _rewrite(self, event: bytes) -> list[bytes]:
-        if not event.startswith(b"data: {"):
-            return [event]
-        try:
-            payload = json.loads(event[6:])
-        except ValueError:
-            return [event]
-        choices = payload.get("choices") or []
-        if not choices or not isinstance(choices[0], dict):
-            return [event]
+        payload = payload_of(event)
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        if not isinstance(payload, dict) or not choices or not isinstance(choices[0], dict):
+            return [event + b"\n\n"]
         choice = choices[0]
         delta = dict(choice.get("delta") or {})
         content, finish = delta.pop("content", None), choice.get("finish_reason")
@@ -81,4 +73,4 @@ class StreamRewriter:
 
 
 def _event(payload: dict[str, Any], choice: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps({**payload, "choices": [choice]}, ensure_ascii=False).encode()
+    return frame({**payload, "choices": [choice]})

@@ -37,7 +37,8 @@ from vlserve.engines.base import EngineRequest, EngineStatus, EngineStream
 from vlserve.engines.upstream.answer_rewrite import StreamRewriter, rewrite_completion
 from vlserve.engines.upstream.dialect import UpstreamDialect
 from vlserve.engines.upstream.errors import transport_error, upstream_error
-from vlserve.engines.upstream.lmdeploy_compat import StreamTranslator, check_completion, usage_in
+from vlserve.engines.upstream.lmdeploy_compat import check_completion
+from vlserve.engines.upstream.relay import StreamRelay
 from vlserve.engines.upstream.replicas import Lease, Replica, ReplicaSet
 from vlserve.errors import ErrorKind, ServiceError
 
@@ -205,29 +206,24 @@ class UpstreamEngine:
     async def _relay(self, resp: aiohttp.ClientResponse, deadline: float,
                      report_usage: Callable[[dict[str, Any]], None],
                      rewriter: StreamRewriter | None) -> AsyncIterator[bytes]:
-        finished = done_seen = False
-        translator = StreamTranslator()
+        finished = False
+        relay = StreamRelay(report_usage, rewriter)
         try:
             async for chunk in resp.content.iter_any():
-                out = translator.feed(chunk)
-                if out and rewriter is not None and not translator.failed:
-                    out = rewriter.feed(out)
+                out = relay.feed(chunk)
                 if out:
-                    done_seen = done_seen or b"[DONE]" in out
-                    if b'"completion_tokens"' in out:  # the usage chunk: rare, so parsing it is cheap
-                        usage_in(out, report_usage)
                     yield out
-                if translator.failed:
+                if relay.failed:
                     return  # an error event ends the stream; closing drops the upstream request
                 if time.monotonic() > deadline:
                     yield ServiceError(ErrorKind.UPSTREAM_TIMEOUT, "The answer took longer than "
                                        f"{self._settings.upstream_timeout_s:g} s (UPSTREAM_TIMEOUT_S).").sse_event()
                     return
-            tail = translator.flush()
+            tail = relay.finish()
             if tail:
                 yield tail
             finished = True
-            if not (done_seen or b"[DONE]" in tail):  # cut short, or not SSE at all
+            if not relay.done:  # cut short, or not SSE at all
                 yield ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine's stream ended before it was "
                                    "complete.").sse_event()
         except (aiohttp.ClientError, TimeoutError) as exc:

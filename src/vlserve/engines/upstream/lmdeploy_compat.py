@@ -18,9 +18,9 @@ from typing import Any
 
 from vlserve.engines.upstream.errors import upstream_error
 from vlserve.errors import ErrorKind, ServiceError
-from vlserve.sse import EVENT_END
+from vlserve.sse import payload_of
 
-_MARKER = b'"error'  # in every event that may need translating; absent from ordinary chunks
+MARKER = b'"error'  # in every event that may need translating; absent from ordinary chunks
 
 
 def check_completion(body: Any) -> None:
@@ -55,71 +55,12 @@ def _error_event(payload: dict[str, Any]) -> ServiceError | None:
     return None
 
 
-def usage_in(events: bytes, report: Any) -> None:
-    """Hand the last `usage` object found in these SSE events to `report`.
-
-    Only the event that holds the last `"usage"` is parsed (found with byte searches,
-    not by splitting the whole read into events).
-    """
-    at = events.rfind(b'"usage"')
-    while at >= 0:
-        start = events.rfind(b"data:", 0, at)
-        end = min((i for i in (events.find(b"\n\n", at), events.find(b"\r\n\r\n", at)) if i >= 0),
-                  default=len(events))
-        try:
-            usage = json.loads(events[start + 5:end]).get("usage") if start >= 0 else None
-        except (ValueError, AttributeError):
-            usage = None
-        if isinstance(usage, dict):
-            report(usage)
-            return
-        at = events.rfind(b'"usage"', 0, max(start, 0))
-
-
-class StreamTranslator:
-    """Passes SSE bytes through untouched, except events that are errors in LMDeploy's
-    shapes: those become our `{"error": {...}}` event, and the stream ends there.
-
-    Only a chunk that contains the marker is split into events, so ordinary chunks cost
-    one substring search.
-    """
-
-    def __init__(self) -> None:
-        self._pending = b""
-        self.failed = False
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk
-        # Events end with a blank line: "\n\n", or "\r\n\r\n" from servers that use CRLF.
-        lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
-        cut = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
-        if cut == 0:
-            self._pending = data
-            return b""
-        ready, self._pending = data[:cut], data[cut:]
-        if _MARKER not in ready:
-            return ready
-        out = []
-        for event in EVENT_END.split(ready)[:-1]:
-            translated = self._translate(event)
-            out.append(translated)
-            if self.failed:
-                break
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        rest, self._pending = self._pending, b""
-        return rest
-
-    def _translate(self, event: bytes) -> bytes:
-        if _MARKER in event and event.startswith(b"data:"):
-            try:
-                payload = json.loads(event[5:])
-            except ValueError:
-                payload = None
-            if isinstance(payload, dict) and not isinstance(payload.get("error"), dict):
-                error = _error_event(payload)
-                if error is not None:
-                    self.failed = True
-                    return error.sse_event()
-        return event + b"\n\n"
+def error_in_event(event: bytes) -> ServiceError | None:
+    """Our error for a stream event that is an error in one of LMDeploy's shapes (or an
+    engine's bare `"error": "text"`), else None. OpenAI-shaped error events pass as they are."""
+    if MARKER not in event:
+        return None
+    payload = payload_of(event)
+    if isinstance(payload, dict) and not isinstance(payload.get("error"), dict):
+        return _error_event(payload)
+    return None

@@ -11,7 +11,6 @@ becomes an `error` event followed by `response.failed`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
@@ -28,12 +27,11 @@ from vlserve.gateway.responses_api.output import (
     usage_of,
 )
 from vlserve.gateway.responses_api.request import ResponsesRequest
-from vlserve.sse import iter_events
+from vlserve.sse import frame, iter_events
 
 
 def event_bytes(event: dict[str, Any]) -> bytes:
-    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+    return frame(event, event=event["type"])
 
 
 class _OpenItem:

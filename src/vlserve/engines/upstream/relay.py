@@ -1,0 +1,80 @@
+"""One upstream stream on its way to the client, event by event.
+
+Whole events pass on exactly as the upstream sent them, except that:
+- an error in one of LMDeploy's shapes becomes OpenAI's error event, and ends the stream
+  (lmdeploy_compat.py);
+- raw Qwen tags are rewritten into OpenAI's fields once one is seen (answer_rewrite.py);
+- the usage object, when an event carries one, is parsed and reported;
+- whether the stream ended with `[DONE]` is kept, so a stream cut short can be told.
+
+Ordinary chunks cost a few substring searches; only an event that holds an error, a tag
+or a usage object is split out and parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from vlserve.engines.upstream.answer_rewrite import StreamRewriter
+from vlserve.engines.upstream.lmdeploy_compat import MARKER, error_in_event
+from vlserve.sse import EventSplitter, data_of, payload_of, split_keeping_ends
+
+# An event that carries a usage object (not `"usage": null`, which some engines send in
+# every chunk).
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+
+
+class StreamRelay:
+    def __init__(self, report_usage: Callable[[dict[str, Any]], None],
+                 rewriter: StreamRewriter | None = None) -> None:
+        self._splitter = EventSplitter()
+        self._report_usage = report_usage
+        self._rewriter = rewriter
+        self.failed = False  # an error event was sent: the stream is over
+        self.done = False  # the upstream's `[DONE]` arrived
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes to send the client for this chunk (possibly none yet)."""
+        return self._pass_on(self._splitter.feed_raw(chunk))
+
+    def finish(self) -> bytes:
+        """What is left when the upstream closes: an unterminated last event, passed on."""
+        return self._pass_on(self._splitter.rest())
+
+    def _pass_on(self, events: bytes) -> bytes:
+        if not events:
+            return b""
+        rewriting = self._rewriter is not None and self._rewriter.may_change(events)
+        if not (rewriting or MARKER in events or _USAGE.search(events)):
+            self._note_done(events)
+            return events
+        out = []
+        for event, end in split_keeping_ends(events):
+            changed = self._one(event, rewriting) if event.strip() else None
+            out.append(event + end if changed is None else changed)
+            if self.failed:
+                break
+        return b"".join(out)
+
+    def _one(self, event: bytes, rewriting: bool) -> bytes | None:
+        """The bytes that replace this event, or None to pass it on as it came."""
+        error = error_in_event(event)
+        if error is not None:
+            self.failed = True
+            return error.sse_event()
+        if _USAGE.search(event):
+            payload = payload_of(event)
+            if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
+                self._report_usage(payload["usage"])
+        self._note_done(event)
+        if rewriting and self._rewriter is not None:
+            return self._rewriter.feed(event.strip())
+        return None
+
+    def _note_done(self, events: bytes) -> None:
+        tail = events.rstrip()
+        if tail.endswith(b"[DONE]"):
+            last = tail.rsplit(b"\n\n", 1)[-1].rsplit(b"\r\n\r\n", 1)[-1]
+            self.done = data_of(last) == b"[DONE]"
