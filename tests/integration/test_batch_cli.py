@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from PIL import Image
 
+from ..waiting import eventually
 from .conftest import png_bytes
 
 ROOT = Path(__file__).parents[2]
@@ -45,11 +45,16 @@ def test_interrupted_batch_resumes_with_every_image_once(local_server, tmp_path)
                           "--concurrency", "1", "--max-tokens", "48")
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "COLUMNS": "120"})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 4):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    assert eventually(lambda: out.exists() and len(out.read_text().splitlines()) >= 4, timeout=120)
+    # The server is frozen while the batch is interrupted, so the batch cannot finish
+    # first however fast the rest of it would have gone.
+    server = local_server._proc.pid
+    os.kill(server, signal.SIGSTOP)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        os.kill(server, signal.SIGCONT)
     assert proc.returncode == 130, stderr
     assert "resume" in stderr
     first = read_lines(out)

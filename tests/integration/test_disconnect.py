@@ -16,6 +16,7 @@ import time
 import httpx
 import pytest
 
+from ..waiting import eventually
 from .conftest import png_bytes
 
 LONG = {"max_tokens": 3000, "ignore_eos": True, "temperature": 1.0}
@@ -25,15 +26,6 @@ IMAGE = "data:image/png;base64," + __import__("base64").b64encode(png_bytes()).d
 def engine_busy(local_server) -> bool:
     """Whether the engine's worker thread is inside model.generate() right now."""
     return httpx.get(f"{local_server.url}/health", timeout=5).json()["generating"]
-
-
-def wait_until(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def raw_request(url: str, path: str, body: bytes, content_type: str = "application/json") -> socket.socket:
@@ -74,11 +66,10 @@ def test_a_client_that_leaves_stops_the_engine_within_a_second(gateway, local_se
     assert not engine_busy(local_server)
     sock = raw_request(gateway.url, path, body, ctype)
     try:
-        assert wait_until(lambda: engine_busy(local_server), 20), "the engine never started generating"
-        time.sleep(0.2)  # well into the answer
+        assert eventually(lambda: engine_busy(local_server)), "the engine never started generating"
     finally:
         sock.close()
     left = time.monotonic()
-    assert wait_until(lambda: not engine_busy(local_server), 1.0), "the engine kept generating"
+    assert eventually(lambda: not engine_busy(local_server)), "the engine kept generating"
     assert time.monotonic() - left <= 1.0
     assert httpx.get(f"{gateway.url}/health", timeout=5).status_code == 200  # and it still serves

@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import pytest
 
 from ..servers import free_port
+from ..waiting import eventually
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -50,13 +50,9 @@ class Launch:
             return None
 
     def wait_for(self, predicate, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            assert self.proc.poll() is None, self.output()
-            time.sleep(0.1)
-        raise AssertionError(f"timed out; launcher output:\n{self.output()}")
+        assert eventually(lambda: self.proc.poll() is not None or predicate(), timeout), \
+            f"timed out; launcher output:\n{self.output()}"
+        assert self.proc.poll() is None, self.output()
 
     def engine_pid(self) -> int:
         for line in self.output().splitlines():
@@ -85,19 +81,26 @@ def test_start_wait_serve_then_sigterm_drains_and_stops_the_engine(tmp_path, eng
         pid = launch.engine_pid()
         assert "[engine] " in launch.output()  # the engine's own log lines, prefixed
 
-        result = {}
+        result: dict = {}
+        answering = threading.Event()
 
         def long_request():
-            result["resp"] = httpx.post(f"{launch.url}/v1/chat/completions", timeout=60, json={
-                "model": "qwen3-vl-tiny-random", "max_tokens": 400, "temperature": 1.0,
-                "messages": [{"role": "user", "content": "tell me a long story"}]})
+            with httpx.stream("POST", f"{launch.url}/v1/chat/completions", timeout=60, json={
+                    "model": "qwen3-vl-tiny-random", "max_tokens": 400, "temperature": 1.0, "stream": True,
+                    "messages": [{"role": "user", "content": "tell me a long story"}]}) as resp:
+                result["status"], chunks = resp.status_code, resp.iter_bytes()
+                result["body"] = next(chunks)
+                answering.set()
+                result["body"] += b"".join(chunks)
 
         thread = threading.Thread(target=long_request)
         thread.start()
-        time.sleep(0.5)  # the request is in flight
+        assert answering.wait(60), "the request never started answering"
         launch.proc.send_signal(signal.SIGTERM)
         thread.join(60)
-        assert result["resp"].status_code == 200, result["resp"].text  # drained, not cut
+        assert result["status"] == 200
+        events = [e for e in result["body"].split(b"\n\n") if e.strip()]
+        assert events[-1] == b"data: [DONE]" and b'"error"' not in result["body"]  # drained, not cut
         assert launch.proc.wait(60) == 0, launch.output()
         assert not alive(pid)  # no orphaned engine
     finally:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
 
 import httpx
 
+from ..waiting import eventually
 from .conftest import png_bytes
 
 SECRET_PROMPT = "my-very-private-prompt-4711"
@@ -66,12 +66,8 @@ def test_upstream_gateway_reports_its_replicas(upstream_server):
 
 def test_one_json_log_line_per_request_without_content(gateway):
     chat(gateway)
-    deadline = time.monotonic() + 5
-    lines = []
-    while time.monotonic() < deadline and not lines:
-        lines = [json.loads(line) for line in gateway.logs().splitlines()
-                 if line.startswith("{") and '"req-abc.123"' in line]
-        time.sleep(0.1)
+    lines = eventually(lambda: [json.loads(line) for line in gateway.logs().splitlines()
+                                if line.startswith("{") and '"req-abc.123"' in line])
     entry = lines[-1]
     assert entry["route"] == "/v1/chat/completions" and entry["status"] == 200
     assert entry["model"] == "tiny" and entry["completion_tokens"] >= 1 and entry["latency_ms"] > 0

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import httpx
 import pytest
 
 from ..servers import ServerProcess, free_port
+from ..waiting import eventually
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -28,6 +28,10 @@ def served_by(engine: ServerProcess) -> int:
     return engine.log_path.read_text().count('"route": "/v1/chat/completions"')
 
 
+def all_ready(gateway) -> bool:
+    return all(r["ready"] for r in httpx.get(f"{gateway.url}/health").json()["replicas"])
+
+
 def test_kill_one_replica_under_load_then_it_rejoins(tiny_model_dir, tmp_path):
     ports = [free_port(), free_port()]
     engines = [ServerProcess({"MODEL_PATH": str(tiny_model_dir)}, tmp_path, f"engine{i}", port=p).start()
@@ -37,16 +41,13 @@ def test_kill_one_replica_under_load_then_it_rejoins(tiny_model_dir, tmp_path):
     try:
         for server in (*engines, gateway):
             server.wait_healthy()
-        deadline = time.monotonic() + 20  # both replicas found
-        while not all(r["ready"] for r in httpx.get(f"{gateway.url}/health").json()["replicas"]):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        assert eventually(lambda: all_ready(gateway)), "the gateway never found both replicas"
 
         with ThreadPoolExecutor(4) as pool:
             before = list(pool.map(lambda _: ask(gateway.url), range(12)))
             futures = [pool.submit(ask, gateway.url) for _ in range(8)]
-            time.sleep(0.3)
-            os.kill(engines[0]._proc.pid, signal.SIGKILL)  # in the middle of the load
+            wait(futures, return_when=FIRST_COMPLETED)  # the load is flowing
+            os.kill(engines[0]._proc.pid, signal.SIGKILL)  # in the middle of it
             during = [f.result() for f in futures]
             after = list(pool.map(lambda _: ask(gateway.url), range(16)))
 
@@ -58,10 +59,7 @@ def test_kill_one_replica_under_load_then_it_rejoins(tiny_model_dir, tmp_path):
 
         engines[0] = ServerProcess({"MODEL_PATH": str(tiny_model_dir)}, tmp_path, "engine0-again",
                                    port=ports[0]).start().wait_healthy()
-        deadline = time.monotonic() + 20
-        while not all(r["ready"] for r in httpx.get(f"{gateway.url}/health").json()["replicas"]):
-            assert time.monotonic() < deadline, "the restarted replica did not rejoin"
-            time.sleep(0.2)
+        assert eventually(lambda: all_ready(gateway)), "the restarted replica did not rejoin"
         with ThreadPoolExecutor(4) as pool:
             assert list(pool.map(lambda _: ask(gateway.url), range(12))) == [200] * 12
         assert served_by(engines[0]) > 0  # it takes requests again
@@ -80,10 +78,7 @@ def test_replicas_serving_different_models_each_get_only_their_own(tiny_model_di
     try:
         for server in (*engines.values(), gateway):
             server.wait_healthy()
-        deadline = time.monotonic() + 20
-        while not all(r["ready"] for r in httpx.get(f"{gateway.url}/health").json()["replicas"]):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        assert eventually(lambda: all_ready(gateway)), "the gateway never found both replicas"
         assert sorted(m["id"] for m in httpx.get(f"{gateway.url}/v1/models").json()["data"]) == ["instruct", "thinking"]
 
         def ask_for(model: str) -> int:

@@ -30,15 +30,19 @@ def test_drain_then_final_error_events(tmp_path):
     try:
         gateway.wait_healthy()
         results = {}
+        streaming = threading.Event()
 
         def long_stream():
             body = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "x"}]}
             with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=30) as resp:
-                results["stream"] = b"".join(resp.iter_bytes())
+                chunks = resp.iter_bytes()
+                results["stream"] = next(chunks)
+                streaming.set()
+                results["stream"] += b"".join(chunks)
 
         threads = [threading.Thread(target=long_stream)]
         threads[0].start()
-        time.sleep(0.5)
+        assert streaming.wait(30), "the stream never started"
         gateway._proc.send_signal(signal.SIGTERM)
         started = time.monotonic()
         for thread in threads:

