@@ -8,10 +8,11 @@ or HTTP frameworks; its failures are ServiceErrors.
 
 from vlserve.media.encoding import decode_base64, parse_data_url
 from vlserve.media.fetch import GuardedResolver, make_fetch_session
-from vlserve.media.images import NormalizedImage, smart_resize
+from vlserve.media.images import NormalizedImage
 from vlserve.media.memory import tune_allocator
 from vlserve.media.normalizer import MediaNormalizer
 from vlserve.media.policy import ImageHints, MediaPolicy, PixelBudget
+from vlserve.media.sizing import smart_resize
 from vlserve.media.video import NormalizedVideo
 
 __all__ = [

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
@@ -29,6 +28,7 @@ from vlserve.media.encoding import to_data_url, too_large
 from vlserve.media.jpeg import decode_scaled
 from vlserve.media.memory import DecodeMemory, peak_bytes_per_pixel
 from vlserve.media.policy import MediaPolicy, PixelBudget
+from vlserve.media.sizing import downscale_target, smart_resize
 
 # Pillow format name → MIME type, for every format we accept.
 ACCEPTED_FORMATS = {
@@ -40,7 +40,6 @@ PASS_THROUGH_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
 LOSSY_FORMATS = {"JPEG", "MPO", "WEBP", "AVIF"}
 JPEG_QUALITY = 95
 REDUCING_GAP = 3.0  # shrink by whole factors (cheap box filter) down to 3x the target, then resample
-MAX_ASPECT_RATIO = 200  # Qwen-VL's processor refuses anything longer and thinner
 LEFT_TO_ENGINE_UP_TO = 2.0  # x the budget's pixels: shrunk by the engine, not here (see above)
 VERIFY_SCALE = 8  # a JPEG sent as it is is checked by decoding it at 1/8 scale (see _verify)
 _EXIF_ORIENTATION = 0x0112
@@ -67,46 +66,6 @@ class NormalizedImage:
 def looks_like_image(data: bytes) -> bool:
     return data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or \
         (data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"))
-
-
-def smart_resize(height: int, width: int, budget: PixelBudget) -> tuple[int, int]:
-    """Qwen-VL's processor resize rule (transformers' qwen2_vl `smart_resize`), same rounding."""
-    factor = budget.factor
-    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise ServiceError(ErrorKind.INVALID_IMAGE, f"The image is {width}x{height}; the model accepts "
-                           f"aspect ratios up to {MAX_ASPECT_RATIO}:1.")
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > budget.max_pixels:
-        beta = math.sqrt((height * width) / budget.max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < budget.min_pixels:
-        beta = math.sqrt(budget.min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
-
-
-def _within_aspect_limit(h_bar: int, w_bar: int, factor: int) -> tuple[int, int]:
-    """Rounding the short side down can push a long, thin image past 200:1, which the
-    processor refuses when it is handed our resized image: shorten the long side to fit."""
-    longest = MAX_ASPECT_RATIO * min(h_bar, w_bar) // factor * factor
-    if h_bar > w_bar:
-        return min(h_bar, longest), w_bar
-    return h_bar, min(w_bar, longest)
-
-
-def downscale_target(height: int, width: int, budget: PixelBudget) -> tuple[int, int] | None:
-    """The size to resize to on our side, or None when the processor would not shrink it.
-
-    Only shrinking saves anything: an image the processor would enlarge or merely round
-    to a multiple of the factor is cheaper to send as it is.
-    """
-    target = smart_resize(height, width, budget)
-    factor = budget.factor
-    over_budget = round(height / factor) * factor * round(width / factor) * factor > budget.max_pixels
-    return _within_aspect_limit(*target, factor) if over_budget else None
 
 
 @dataclass(frozen=True)

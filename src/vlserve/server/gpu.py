@@ -10,16 +10,48 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 log = logging.getLogger("vlserve.gpu")
+
+
+class GpuProcess(TypedDict):
+    pid: int
+    name: str | None
+    used_memory_mib: int | None
+
+
+class GpuDevice(TypedDict, total=False):
+    index: int
+    name: str | None
+    uuid: str | None
+    memory_total_mib: int | None
+    memory_used_mib: int | None
+    memory_free_mib: int | None
+    utilization_gpu_pct: int | None
+    utilization_memory_pct: int | None
+    temperature_c: int | None
+    power_w: float | None
+    power_limit_w: float | None
+    fan_speed_pct: int | None
+    processes: list[GpuProcess] | None
+    unknown: list[str]  # the fields this card did not report
+
+
+class GpuStatus(TypedDict, total=False):
+    available: bool
+    reason: str
+    count: int
+    driver_version: str | None
+    cuda_driver_version: str | None
+    gpus: list[GpuDevice]
 
 
 class GpuMonitor:
     """Owns the NVML session for the life of the app (init once, shut down at close)."""
 
     def __init__(self, nvml: Any = None) -> None:
-        self._nvml = nvml  # the pynvml module, or a stand-in with the same functions
+        self._nvml: Any = nvml  # the pynvml module, or a stand-in with the same functions (untyped)
         self._ready = False
         self._reason = "not started"
         self._lock = threading.Lock()  # NVML handles are not documented as thread-safe
@@ -53,13 +85,13 @@ class GpuMonitor:
             except Exception:
                 return 0
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> GpuStatus:
         if not self._ready:
             return {"available": False, "reason": self._reason, "count": 0, "gpus": []}
         with self._lock:
             return self._read_all()
 
-    def _read_all(self) -> dict[str, Any]:
+    def _read_all(self) -> GpuStatus:
         nv = self._nvml
         try:
             count = nv.nvmlDeviceGetCount()
@@ -73,36 +105,38 @@ class GpuMonitor:
             "gpus": [self._read_device(i) for i in range(count)],
         }
 
-    def _read_device(self, index: int) -> dict[str, Any]:
+    def _read_device(self, index: int) -> GpuDevice:
         nv = self._nvml
         handle = nv.nvmlDeviceGetHandleByIndex(index)
         memory = _field(nv.nvmlDeviceGetMemoryInfo, handle)
         util = _field(nv.nvmlDeviceGetUtilizationRates, handle)
         power = _field(nv.nvmlDeviceGetPowerUsage, handle)
         limit = _field(nv.nvmlDeviceGetEnforcedPowerLimit, handle)
-        gpu = {
+        temperature = _field(nv.nvmlDeviceGetTemperature, handle, getattr(nv, "NVML_TEMPERATURE_GPU", 0))
+        fan = _field(nv.nvmlDeviceGetFanSpeed, handle)
+        gpu: GpuDevice = {
             "index": index,
             "name": _text(_field(nv.nvmlDeviceGetName, handle)),
             "uuid": _text(_field(nv.nvmlDeviceGetUUID, handle)),
             "memory_total_mib": _mib(memory, "total"),
             "memory_used_mib": _mib(memory, "used"),
             "memory_free_mib": _mib(memory, "free"),
-            "utilization_gpu_pct": getattr(util, "gpu", None),
-            "utilization_memory_pct": getattr(util, "memory", None),
-            "temperature_c": _field(nv.nvmlDeviceGetTemperature, handle, getattr(nv, "NVML_TEMPERATURE_GPU", 0)),
+            "utilization_gpu_pct": _int(getattr(util, "gpu", None)),
+            "utilization_memory_pct": _int(getattr(util, "memory", None)),
+            "temperature_c": _int(temperature),
             "power_w": power / 1000 if isinstance(power, (int, float)) else None,
             "power_limit_w": limit / 1000 if isinstance(limit, (int, float)) else None,
-            "fan_speed_pct": _field(nv.nvmlDeviceGetFanSpeed, handle),
+            "fan_speed_pct": _int(fan),
             "processes": self._processes(handle),
         }
         gpu["unknown"] = [key for key, value in gpu.items() if value is None]
         return gpu
 
-    def _processes(self, handle: Any) -> list[dict[str, Any]] | None:
+    def _processes(self, handle: object) -> list[GpuProcess] | None:
         procs = _field(self._nvml.nvmlDeviceGetComputeRunningProcesses, handle)
-        if procs is None:
+        if not isinstance(procs, list | tuple):
             return None
-        out = []
+        out: list[GpuProcess] = []
         for proc in procs:
             used = getattr(proc, "usedGpuMemory", None)
             name = _text(_field(self._nvml.nvmlSystemGetProcessName, proc.pid))
@@ -111,7 +145,7 @@ class GpuMonitor:
         return out
 
 
-def _field(fn: Callable[..., Any], *args: Any) -> Any:
+def _field(fn: Callable[..., object], *args: object) -> object:
     """One NVML call; None when the card doesn't support it or it fails."""
     try:
         return fn(*args)
@@ -120,11 +154,17 @@ def _field(fn: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) else None
 
 
-def _mib(memory: Any, attr: str) -> int | None:
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _mib(memory: object, attr: str) -> int | None:
     value = getattr(memory, attr, None)
     return round(value / 2**20) if isinstance(value, int) else None
 

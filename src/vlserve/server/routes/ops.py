@@ -17,7 +17,7 @@ router = APIRouter(tags=["Operations"])
 @router.get("/health")
 async def health(inference: InferenceDep, catalog: CatalogDep, gpu: GpuDep) -> JSONResponse:
     status = inference.engine.status()
-    body = {
+    body: dict[str, object] = {
         "status": "ok" if status.ready else "unavailable",
         "ready": status.ready,
         "detail": status.detail,
@@ -36,5 +36,5 @@ async def metrics(registry: MetricsDep) -> Response:
 
 
 @router.get("/gpu/status")
-async def gpu_status(gpu: GpuDep) -> dict:
-    return await asyncio.to_thread(gpu.status)
+async def gpu_status(gpu: GpuDep) -> dict[str, object]:
+    return dict(await asyncio.to_thread(gpu.status))
