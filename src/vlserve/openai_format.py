@@ -4,38 +4,36 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+
+from vlserve.openai_types import ChatLogprobs, ChatMessage, Choice, Completion, Delta, Kind, TextLogprobs, Usage
 
 
-def completion_id(kind: str = "chat") -> str:
+def completion_id(kind: Kind = "chat") -> str:
     return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def chat_choice(index: int, message: dict[str, Any], finish_reason: str,
-                logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+def chat_choice(index: int, message: ChatMessage, finish_reason: str, logprobs: ChatLogprobs | None = None) -> Choice:
     return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-def text_choice(index: int, text: str, finish_reason: str | None,
-                logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+def text_choice(index: int, text: str, finish_reason: str | None, logprobs: TextLogprobs | None = None) -> Choice:
     return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-def completion(cid: str, model: str, choices: list[dict[str, Any]], usage_: dict[str, int],
-               kind: str = "chat") -> dict[str, Any]:
+def completion(cid: str, model: str, choices: list[Choice], usage_: Usage, kind: Kind = "chat") -> Completion:
     """A whole answer: `chat.completion`, or `text_completion` for the completions API."""
     return {"id": cid, "object": "chat.completion" if kind == "chat" else "text_completion",
             "created": int(time.time()), "model": model, "choices": choices, "usage": usage_}
 
 
-def chunk(cid: str, model: str, delta: dict[str, Any], finish_reason: str | None,
-          with_usage_field: bool, index: int = 0, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
-    obj: dict[str, Any] = {
+def chunk(cid: str, model: str, delta: Delta, finish_reason: str | None,
+          with_usage_field: bool, index: int = 0, logprobs: ChatLogprobs | None = None) -> Completion:
+    obj: Completion = {
         "id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
         "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
     }
@@ -44,14 +42,14 @@ def chunk(cid: str, model: str, delta: dict[str, Any], finish_reason: str | None
     return obj
 
 
-def text_chunk(cid: str, model: str, choice: dict[str, Any], with_usage_field: bool) -> dict[str, Any]:
-    obj: dict[str, Any] = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
-                           "choices": [choice]}
+def text_chunk(cid: str, model: str, choice: Choice, with_usage_field: bool) -> Completion:
+    obj: Completion = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
+                       "choices": [choice]}
     if with_usage_field:
         obj["usage"] = None
     return obj
 
 
-def usage_chunk(cid: str, model: str, usage_: dict[str, int], kind: str = "chat") -> dict[str, Any]:
+def usage_chunk(cid: str, model: str, usage_: Usage, kind: Kind = "chat") -> Completion:
     return {"id": cid, "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
             "created": int(time.time()), "model": model, "choices": [], "usage": usage_}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vlserve.engines.local.token_scores import LogprobFormatter, TokenLogprob
+from vlserve.engines.local.token_scores import LogprobFormatter, ScoredToken
 
 
 def test_bytes_are_the_tokens_own_even_inside_a_character(processor):
@@ -24,7 +24,7 @@ def test_legacy_offsets_follow_the_tokens(processor):
     tokenizer = processor.tokenizer
     formatter = LogprobFormatter(tokenizer)
     ids = tokenizer("Hello there, friend")["input_ids"]
-    scored = [TokenLogprob(i, -1.0, ()) for i in ids]
+    scored = [ScoredToken(i, -1.0, ()) for i in ids]
     whole, end = formatter.legacy(scored, 5)
     first, middle = formatter.legacy(scored[:2], 5)
     rest, end_again = formatter.legacy(scored[2:], middle)

@@ -22,13 +22,16 @@ from referencing.exceptions import Unresolvable
 from vlserve.analysis.jsontext import find_json
 from vlserve.errors import ErrorKind, ServiceError
 
+# A JSON Schema, handed to the validators as it is (they check it: check_schema).
+JSONSchema = dict[str, Any]
+
 MAX_SCHEMA_BYTES = 64 * 1024
 # Schemas are resolved against nothing but themselves: jsonschema would otherwise fetch a
 # `$ref` to a URL (with urllib, past the media policy) and quote what it found in errors.
 NOTHING_OUTSIDE = Registry()
 
 
-def _validator(schema: dict[str, Any]) -> Any:
+def _validator(schema: JSONSchema) -> Any:
     """Answers are validated with jsonschema-rs: offline, and its regex engine runs in linear
     time, so a client's `pattern` like `^(a+)+$` can't stall the process (Python's `re`
     would backtrack for minutes while holding the GIL)."""
@@ -39,7 +42,7 @@ def _validator(schema: dict[str, Any]) -> Any:
         raise ServiceError(ErrorKind.BAD_REQUEST, f"`schema` cannot be used: {message}", param="schema") from None
 
 
-def _refs(node: Any) -> Iterator[str]:
+def _refs(node: object) -> Iterator[str]:
     if isinstance(node, dict):
         if isinstance(node.get("$ref"), str):
             yield node["$ref"]
@@ -50,7 +53,7 @@ def _refs(node: Any) -> Iterator[str]:
             yield from _refs(value)
 
 
-def _check_refs(schema: dict[str, Any]) -> None:
+def _check_refs(schema: JSONSchema) -> None:
     """Every `$ref` must point inside the schema (400 naming the first that does not)."""
     spec = referencing.jsonschema.specification_with(
         str(schema.get("$schema", "")), default=referencing.jsonschema.DRAFT202012)
@@ -66,14 +69,14 @@ def _check_refs(schema: dict[str, Any]) -> None:
                                param="schema") from None
 
 
-def check_schema(schema: Any) -> dict[str, Any]:
+def check_schema(schema: object) -> JSONSchema:
     try:
         return _checked(schema)
     except RecursionError:
         raise ServiceError(ErrorKind.BAD_REQUEST, "`schema` is nested too deeply.", param="schema") from None
 
 
-def _checked(schema: Any) -> dict[str, Any]:
+def _checked(schema: object) -> JSONSchema:
     if not isinstance(schema, dict) or not schema:
         raise ServiceError(ErrorKind.BAD_REQUEST, "task=extract needs a JSON Schema object in `schema`.",
                            param="schema")
@@ -89,11 +92,11 @@ def _checked(schema: Any) -> dict[str, Any]:
     return schema
 
 
-def schema_prompt(base: str, schema: dict[str, Any]) -> str:
+def schema_prompt(base: str, schema: JSONSchema) -> str:
     return base + json.dumps(schema, ensure_ascii=False)
 
 
-def validate(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
+def validate(text: str, schema: JSONSchema) -> tuple[object, str | None]:
     """(value, None) when `text` holds JSON valid against `schema`, else (None, why not)."""
     value = find_json(text)
     if value is None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-from typing import Any
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.S)
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
@@ -23,7 +22,7 @@ def _attempts(text: str) -> list[str]:
     return out
 
 
-def _loads(text: str) -> Any:
+def _loads(text: str) -> object:
     for attempt in (text, _TRAILING_COMMA.sub(r"\1", text)):
         try:
             return json.loads(attempt)
@@ -38,7 +37,7 @@ def _loads(text: str) -> Any:
     raise ValueError("not JSON")
 
 
-def _prefix_value(text: str) -> Any:
+def _prefix_value(text: str) -> object:
     """The longest prefix of `text` that parses once its open brackets are closed."""
     decoder = json.JSONDecoder()
     try:
@@ -77,7 +76,7 @@ def _closers(text: str) -> str | None:
     return None if in_string else "".join(reversed(stack))
 
 
-def find_json(text: str) -> Any | None:
+def find_json(text: str) -> object | None:
     """The first JSON value in `text`, repaired where that is safe; None if there is none."""
     if not isinstance(text, str) or len(text) > 2_000_000:
         return None

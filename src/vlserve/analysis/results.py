@@ -5,11 +5,13 @@ tasks.py says which task uses which parser."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from vlserve.analysis.geometry import to_pixels_box, to_pixels_point
 from vlserve.analysis.jsontext import find_json
 from vlserve.analysis.presets import TaskInput
+
+# A task's result as the client receives it (JSON): built here, read by no one on the server.
+TaskResult = dict[str, object]
 
 _FENCED = re.compile(r"^\s*```[\w-]*\s*\n?(.*?)\n?\s*```\s*$", re.S)
 
@@ -19,7 +21,7 @@ def strip_fences(text: str) -> str:
     return (match.group(1) if match else text).strip()
 
 
-def _numbers(value: Any, count: int) -> list[float] | None:
+def _numbers(value: object, count: int) -> list[float] | None:
     if isinstance(value, str):
         value = re.findall(r"-?\d+(?:\.\d+)?", value)
     if not isinstance(value, (list, tuple)) or len(value) != count:
@@ -50,7 +52,7 @@ def _label(item: dict) -> str:
     return str(item.get("label") or item.get("name") or item.get("text_content") or "")
 
 
-def parse_boxes(text: str, width: int, height: int) -> dict[str, Any]:
+def parse_boxes(text: str, width: int, height: int) -> TaskResult:
     items, parsed = _items(text)
     objects = []
     for item in items:
@@ -60,7 +62,7 @@ def parse_boxes(text: str, width: int, height: int) -> dict[str, Any]:
     return {"objects": objects, "parsed": parsed}
 
 
-def parse_points(text: str, width: int, height: int) -> dict[str, Any]:
+def parse_points(text: str, width: int, height: int) -> TaskResult:
     items, parsed = _items(text)
     points = []
     for item in items:
@@ -70,43 +72,45 @@ def parse_points(text: str, width: int, height: int) -> dict[str, Any]:
     return {"points": points, "parsed": parsed}
 
 
-def parse_text_lines(text: str, width: int, height: int) -> dict[str, Any]:
+def parse_text_lines(text: str, width: int, height: int) -> TaskResult:
     items, parsed = _items(text)
-    lines: list[dict[str, Any]] = []
+    lines: list[TaskResult] = []
+    texts: list[str] = []
     for item in items:
         box = _numbers(item.get("bbox_2d", item.get("bbox")), 4)
         content = item.get("text_content", item.get("text"))
         if box is not None and isinstance(content, str):
             lines.append({"text": content, "box": to_pixels_box(box, width, height)})
-    return {"text": "\n".join(line["text"] for line in lines), "lines": lines, "parsed": parsed}
+            texts.append(content)
+    return {"text": "\n".join(texts), "lines": lines, "parsed": parsed}
 
 
-def parse_caption(_: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+def parse_caption(_: TaskInput, text: str, width: int, height: int) -> TaskResult:
     return {"caption": text.strip()}
 
 
-def parse_description(_: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+def parse_description(_: TaskInput, text: str, width: int, height: int) -> TaskResult:
     return {"description": text.strip()}
 
 
-def parse_ocr(spec: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+def parse_ocr(spec: TaskInput, text: str, width: int, height: int) -> TaskResult:
     if spec.boxes:
         return parse_text_lines(text, width, height)
     body = strip_fences(text)
     return {"text": body, "lines": [line.strip() for line in body.splitlines() if line.strip()]}
 
 
-def parse_document(spec: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+def parse_document(spec: TaskInput, text: str, width: int, height: int) -> TaskResult:
     return {spec.format: strip_fences(text)}
 
 
-def parse_detections(_: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+def parse_detections(_: TaskInput, text: str, width: int, height: int) -> TaskResult:
     return parse_boxes(text, width, height)
 
 
-def parse_pointing(_: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+def parse_pointing(_: TaskInput, text: str, width: int, height: int) -> TaskResult:
     return parse_points(text, width, height)
 
 
-def parse_answer(_: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+def parse_answer(_: TaskInput, text: str, width: int, height: int) -> TaskResult:
     return {"answer": text.strip()}

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from vlserve.analysis import presets as p
 from vlserve.analysis import results as r
 from vlserve.analysis.presets import TaskInput
+from vlserve.analysis.results import TaskResult
 from vlserve.errors import ErrorKind, ServiceError
 
-Parser = Callable[[TaskInput, str, int, int], dict[str, Any]]
+Parser = Callable[[TaskInput, str, int, int], TaskResult]
 
 
 @dataclass(frozen=True)
@@ -86,5 +86,5 @@ def build_prompt(spec: TaskInput) -> str:
     return prompt
 
 
-def parse_result(spec: TaskInput, text: str, width: int, height: int) -> dict[str, Any]:
+def parse_result(spec: TaskInput, text: str, width: int, height: int) -> TaskResult:
     return task_named(spec.task).parse(spec, text, width, height)

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+
+from vlserve.openai_types import ChatMessage, Delta, ToolCall
 
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -28,7 +31,7 @@ def call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-def tool_call(block: str) -> dict[str, Any] | None:
+def tool_call(block: str) -> ToolCall | None:
     """One `<tool_call>` block's JSON → an OpenAI tool call, or None if it is not one."""
     try:
         data = json.loads(block.strip())
@@ -45,11 +48,11 @@ def tool_call(block: str) -> dict[str, Any] | None:
 class Answer:
     content: str = ""
     reasoning: str | None = None
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
-    def message(self, keep_reasoning: bool = True) -> dict[str, Any]:
+    def message(self, keep_reasoning: bool = True) -> ChatMessage:
         content = self.content
-        message: dict[str, Any] = {"role": "assistant", "content": content if content or not self.tool_calls else None}
+        message: ChatMessage = {"role": "assistant", "content": content if content or not self.tool_calls else None}
         if self.reasoning is not None and keep_reasoning:
             message["reasoning_content"] = message["reasoning"] = self.reasoning
         if self.tool_calls:
@@ -64,7 +67,8 @@ def parse_answer(text: str, in_reasoning: bool = False, tools: bool = True) -> A
         answer.content += delta.get("content") or ""
         if "reasoning_content" in delta:
             answer.reasoning = (answer.reasoning or "") + delta["reasoning_content"]
-        answer.tool_calls += [{k: v for k, v in call.items() if k != "index"} for call in delta.get("tool_calls", [])]
+        for call in delta.get("tool_calls", []):
+            answer.tool_calls.append({"id": call["id"], "type": call["type"], "function": call["function"]})
     answer.content = answer.content.strip() if answer.tool_calls or answer.reasoning is not None else answer.content
     if answer.reasoning is not None:
         answer.reasoning = answer.reasoning.strip()
@@ -82,66 +86,84 @@ def _partial_tag_at_end(text: str, tags: tuple[str, ...]) -> int:
     return longest
 
 
+class State(Enum):
+    START = "start"          # nothing decided yet: the answer may open with <think>
+    REASONING = "reasoning"  # inside <think>...</think>
+    TEXT = "text"            # the answer's content (a <tool_call> or a stray </think> may come)
+    TOOL = "tool"            # inside <tool_call>...</tool_call>
+
+
 class AnswerStream:
-    """Text pieces in, OpenAI delta dicts out (`content`, `reasoning_content`/`reasoning`,
-    `tool_calls` with an `index` each, as the openai SDK assembles them)."""
+    """Text pieces in, OpenAI deltas out (`content`, `reasoning_content`/`reasoning`,
+    `tool_calls` with an `index` each, as the openai SDK assembles them).
+
+    A state machine: each state has its own step, which consumes what it can decide from
+    the buffered text and returns the deltas, or None when it needs more text.
+    """
 
     def __init__(self, in_reasoning: bool = False, tools: bool = True) -> None:
-        self._state = "reasoning" if in_reasoning else "start"
+        self._state = State.REASONING if in_reasoning else State.START
         self._tools = tools
         self._buffer = ""
         self._after_reasoning = False  # drop the blank lines between </think> and the answer
         self._sent_content = False     # content already sent can't become reasoning any more
         self.calls = 0
+        self._steps: dict[State, Callable[[str], list[Delta] | None]] = {
+            State.START: self._start, State.REASONING: self._in_reasoning,
+            State.TOOL: self._in_tool, State.TEXT: self._in_text}
 
-    def feed(self, text: str) -> list[dict[str, Any]]:
+    def feed(self, text: str) -> list[Delta]:
         self._buffer += text
-        out: list[dict[str, Any]] = []
+        out: list[Delta] = []
         while True:
-            step = self._step()
+            step = self._steps[self._state](self._buffer)
             if step is None:
                 return out
             out += step
 
-    def finish(self) -> list[dict[str, Any]]:
+    def finish(self) -> list[Delta]:
         rest, self._buffer = self._buffer, ""
         if not rest:
             return []
-        if self._state == "reasoning":
+        if self._state is State.REASONING:
             return [_reasoning(rest)]
-        if self._state == "tool":  # an unclosed call: say what was written, as text
+        if self._state is State.TOOL:  # an unclosed call: say what was written, as text
             return [{"content": TOOL_OPEN + rest}]
         return [{"content": rest}]
 
-    def _step(self) -> list[dict[str, Any]] | None:
-        """Consume what can be decided from the buffer; None when more text is needed."""
-        buf = self._buffer
-        if self._state == "start":  # an answer may open with <think>
-            stripped = buf.lstrip()
-            if stripped.startswith(THINK_OPEN):
-                self._buffer, self._state = stripped[len(THINK_OPEN):], "reasoning"
-                return []
-            if THINK_OPEN.startswith(stripped):  # nothing yet, or the start of the tag: wait
-                return None
-            self._state = "text"
+    def _start(self, buf: str) -> list[Delta] | None:
+        stripped = buf.lstrip()
+        if stripped.startswith(THINK_OPEN):
+            self._buffer, self._state = stripped[len(THINK_OPEN):], State.REASONING
             return []
-        if self._state == "reasoning":
-            end = buf.find(THINK_CLOSE)
-            if end >= 0:
-                self._buffer, self._state, self._after_reasoning = buf[end + len(THINK_CLOSE):], "text", True
-                return [_reasoning(buf[:end])] if buf[:end] else []
-            keep = _partial_tag_at_end(buf, (THINK_CLOSE,))
-            return self._emit_reasoning(buf, keep)
-        if self._state == "tool":
-            end = buf.find(TOOL_CLOSE)
-            if end < 0:
-                return None
-            self._buffer, self._state = buf[end + len(TOOL_CLOSE):], "text"
-            call = tool_call(buf[:end])
-            if call is None:
-                return [{"content": TOOL_OPEN + buf[:end + len(TOOL_CLOSE)]}]
-            self.calls += 1
-            return [{"tool_calls": [{"index": self.calls - 1, **call}]}]
+        if THINK_OPEN.startswith(stripped):  # nothing yet, or the start of the tag: wait
+            return None
+        self._state = State.TEXT
+        return []
+
+    def _in_reasoning(self, buf: str) -> list[Delta] | None:
+        end = buf.find(THINK_CLOSE)
+        if end >= 0:
+            self._buffer, self._state, self._after_reasoning = buf[end + len(THINK_CLOSE):], State.TEXT, True
+            return [_reasoning(buf[:end])] if buf[:end] else []
+        keep = _partial_tag_at_end(buf, (THINK_CLOSE,))
+        if len(buf) - keep <= 0:
+            return None
+        self._buffer = buf[len(buf) - keep:]
+        return [_reasoning(buf[:len(buf) - keep])]
+
+    def _in_tool(self, buf: str) -> list[Delta] | None:
+        end = buf.find(TOOL_CLOSE)
+        if end < 0:
+            return None
+        self._buffer, self._state = buf[end + len(TOOL_CLOSE):], State.TEXT
+        call = tool_call(buf[:end])
+        if call is None:
+            return [{"content": TOOL_OPEN + buf[:end + len(TOOL_CLOSE)]}]
+        self.calls += 1
+        return [{"tool_calls": [{**call, "index": self.calls - 1}]}]
+
+    def _in_text(self, buf: str) -> list[Delta] | None:
         if self._after_reasoning:
             buf = self._buffer = buf.lstrip("\n")
             if not buf:
@@ -149,7 +171,7 @@ class AnswerStream:
             self._after_reasoning = False
         start = buf.find(TOOL_OPEN) if self._tools else -1
         if start >= 0:
-            self._buffer, self._state = buf[start + len(TOOL_OPEN):], "tool"
+            self._buffer, self._state = buf[start + len(TOOL_OPEN):], State.TOOL
             self._sent_content = self._sent_content or bool(buf[:start])
             return [{"content": buf[:start]}] if buf[:start] else []
         stray = buf.find(THINK_CLOSE)  # a lone closing tag: Thinking templates leave it when nothing was opened
@@ -165,12 +187,6 @@ class AnswerStream:
         self._sent_content = True
         return [{"content": buf[:len(buf) - keep]}]
 
-    def _emit_reasoning(self, buf: str, keep: int) -> list[dict[str, Any]] | None:
-        if len(buf) - keep <= 0:
-            return None
-        self._buffer = buf[len(buf) - keep:]
-        return [_reasoning(buf[:len(buf) - keep])]
 
-
-def _reasoning(text: str) -> dict[str, Any]:
+def _reasoning(text: str) -> Delta:
     return {"reasoning_content": text, "reasoning": text}

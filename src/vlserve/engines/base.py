@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from vlserve.errors import ErrorKind, ServiceError
+from vlserve.openai_types import Completion, EngineBody, JSONObject, Kind, Usage, max_tokens_of
 
 log = logging.getLogger("vlserve.engine")
 
@@ -24,18 +25,25 @@ log = logging.getLogger("vlserve.engine")
 class EngineRequest:
     """One chat completion (or completions-API prompt) for an engine.
 
-    `body` is what the client asked for (unknown fields pass through). The rest is what
-    the gateway adds: optional, so an engine that can't use a hint leaves it out.
+    `body` is what the client asked for (unknown fields pass through), with the gateway's
+    defaults. The rest is what the gateway adds: optional, so an engine that can't use a
+    hint leaves it out.
     """
 
-    body: dict[str, Any]
-    kind: str = "chat"  # "chat" (messages) or "text" (the completions API: a raw prompt)
+    body: EngineBody
+    kind: Kind = "chat"  # "chat" (messages) or "text" (the completions API: a raw prompt)
     image_pixels: tuple[int, int] | None = None  # (min, max) pixels the images were prepared for
-    json_schema: dict[str, Any] | None = None     # the answer should validate against this (guided decoding)
+    json_schema: JSONObject | None = None         # the answer should validate against this (guided decoding)
 
     @property
     def model(self) -> str:
-        return str(self.body["model"])
+        return self.body["model"]
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The most tokens to generate (the request builder always sets it; None only for a
+        request made by hand, which gets the engine's default)."""
+        return max_tokens_of(self.body)
 
     @property
     def stream(self) -> bool:
@@ -53,6 +61,9 @@ class ReplicaState:
     error: str | None
 
 
+EngineInfo = dict[str, str | int | float | None]  # bools are ints
+
+
 @dataclass
 class EngineStatus:
     ready: bool
@@ -63,7 +74,7 @@ class EngineStatus:
     # requests against: the model's own limit when it is below MAX_MODEL_LEN.
     max_model_len: int | None = None
     # Engine-specific facts for /health (device, max_model_len, ...); read by nothing else.
-    info: dict[str, Any] = field(default_factory=dict)
+    info: EngineInfo = field(default_factory=dict)
 
 
 class Engine(Protocol):
@@ -76,7 +87,7 @@ class Engine(Protocol):
     def status(self) -> EngineStatus:
         """Cheap readiness snapshot, safe to call every second."""
 
-    async def complete(self, request: EngineRequest) -> dict[str, Any]:
+    async def complete(self, request: EngineRequest) -> Completion:
         """A whole answer: OpenAI's `chat.completion` object, or `text_completion` for kind "text"."""
 
     async def open_stream(self, request: EngineRequest) -> EngineStream:
@@ -88,6 +99,9 @@ class Engine(Protocol):
         `data: [DONE]\\n\\n`); closing it early cancels the generation.
         """
 
+
+# Run once when a stream is closed; may return an awaitable (awaited) or anything else (ignored).
+CloseCallback = Callable[[], Awaitable[object] | object]
 
 SHUTDOWN_MESSAGE = "The server is shutting down; the answer was cut short. Retry the request."
 
@@ -104,14 +118,14 @@ class EngineStream:
     error event; `on_abort` wakes a stream that is waiting (e.g. closes its connection).
     """
 
-    def __init__(self, chunks: AsyncIterator[bytes], on_close: Callable[[], Any] | None = None,
-                 on_abort: Callable[[], Any] | None = None) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], on_close: CloseCallback | None = None,
+                 on_abort: Callable[[], object] | None = None) -> None:
         self._chunks = chunks
         self._on_abort = on_abort
         self.aborted = False
-        self._on_close: list[Callable[[], Any]] = [on_close] if on_close else []
+        self._on_close: list[CloseCallback] = [on_close] if on_close else []
         self._closed = False
-        self.usage: dict[str, int] | None = None  # set by the engine when the stream reports it
+        self.usage: Usage | None = None  # set by the engine when the stream reports it
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._relay()
@@ -129,7 +143,7 @@ class EngineStream:
         if self._on_abort is not None:
             self._on_abort()
 
-    def add_close_callback(self, callback: Callable[[], Any]) -> None:
+    def add_close_callback(self, callback: CloseCallback) -> None:
         self._on_close.append(callback)
 
     async def aclose(self) -> None:

@@ -21,11 +21,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from vlserve.admission import Admission
 from vlserve.engines.base import Engine, EngineRequest, EngineStream
 from vlserve.gateway.observation import Observation
+from vlserve.openai_types import Completion, usage_from
 
 log = logging.getLogger("vlserve")
 T = TypeVar("T")
@@ -49,14 +50,14 @@ class Inference:
         self.admission = admission
         self._open: set[EngineStream] = set()
 
-    async def complete(self, request: EngineRequest, ctx: CallContext) -> dict[str, Any]:
+    async def complete(self, request: EngineRequest, ctx: CallContext) -> Completion:
         """A whole answer, inside an admission place."""
         ctx.obs.model = request.model
         result = await until_gone(self._admitted_answer(request), ctx)
-        ctx.obs.add_usage(result.get("usage"))
+        ctx.obs.add_usage(usage_from(result.get("usage")))
         return result
 
-    async def _admitted_answer(self, request: EngineRequest) -> dict[str, Any]:
+    async def _admitted_answer(self, request: EngineRequest) -> Completion:
         release = await self.admission.acquire()
         try:
             return await self.engine.complete(request)
@@ -94,7 +95,7 @@ class Inference:
             stream.abort()
 
 
-async def until_gone(work: Coroutine[Any, Any, T], ctx: CallContext) -> T:
+async def until_gone(work: Coroutine[object, None, T], ctx: CallContext) -> T:
     """Await `work`; if the client disconnects first, cancel it and raise ClientGone.
 
     `work` runs in the caller's own task and a watcher cancels that task when the client

@@ -7,7 +7,8 @@ request and reads it when the response is done.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from vlserve.openai_types import Usage
 
 
 @dataclass
@@ -16,9 +17,9 @@ class Observation:
     model: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, str | int | None] = field(default_factory=dict)  # route-specific fields of the log line
 
-    def add_usage(self, usage: dict[str, Any] | None) -> None:
-        if isinstance(usage, dict):
-            self.prompt_tokens = (self.prompt_tokens or 0) + int(usage.get("prompt_tokens") or 0)
-            self.completion_tokens = (self.completion_tokens or 0) + int(usage.get("completion_tokens") or 0)
+    def add_usage(self, usage: Usage | None) -> None:
+        if usage is not None:
+            self.prompt_tokens = (self.prompt_tokens or 0) + usage["prompt_tokens"]
+            self.completion_tokens = (self.completion_tokens or 0) + usage["completion_tokens"]

@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
-from typing import Any
 
 from vlserve import sse
 from vlserve.analysis import TaskInput, build_prompt, check_input, extract, parse_result
@@ -21,26 +20,35 @@ from vlserve.gateway.engine_call import CallContext, Inference
 from vlserve.gateway.request_builder import RequestBuilder
 from vlserve.gateway.schemas import AnalyzeResponse, ImageSize, InferResponse, Usage
 from vlserve.media import NormalizedImage
+from vlserve.openai_types import ChatMessage, Completion, JSONObject, usage_from
 from vlserve.sse import iter_events
 
 
-def _text_of(completion: dict[str, Any]) -> tuple[str, str | None]:
+def _message_of(completion: Completion) -> tuple[ChatMessage, str | None]:
+    """The answer's message and finish reason."""
+    choices = completion["choices"]
+    message = choices[0].get("message") if choices else None
+    if not message:
+        raise ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine's answer had no choices.")
+    return message, choices[0].get("finish_reason")
+
+
+def _answer_text(completion: Completion) -> tuple[str, str | None]:
     """The answer's text (never its reasoning: engines split that off) and finish reason."""
-    try:
-        choice = completion["choices"][0]
-        return choice["message"].get("content") or "", choice.get("finish_reason")
-    except (KeyError, IndexError, TypeError, AttributeError):
-        raise ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine's answer had no choices.") from None
+    message, finish = _message_of(completion)
+    content = message.get("content")
+    return content if isinstance(content, str) else "", finish
 
 
-def _reasoning_of(completion: dict[str, Any]) -> str | None:
-    message = ((completion.get("choices") or [{}])[0] or {}).get("message") or {}
+def _reasoning_of(completion: Completion) -> str | None:
+    message, _ = _message_of(completion)
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     return reasoning if isinstance(reasoning, str) else None
 
 
-def _usage(completion: dict[str, Any]) -> Usage:
-    return Usage(**(completion.get("usage") or {}))
+def _usage(completion: Completion) -> Usage:
+    usage = usage_from(completion.get("usage"))
+    return Usage(**usage) if usage else Usage()
 
 
 def _ms_since(started: float) -> float:
@@ -50,14 +58,14 @@ def _ms_since(started: float) -> float:
 async def infer(inference: Inference, request: EngineRequest, ctx: CallContext) -> InferResponse:
     started = time.perf_counter()
     completion = await inference.complete(request, ctx)
-    text, finish = _text_of(completion)
+    text, finish = _answer_text(completion)
     return InferResponse(text=text, reasoning=_reasoning_of(completion), model=completion.get("model", request.model),
                          usage=_usage(completion), finish_reason=finish, latency_ms=_ms_since(started))
 
 
 async def infer_stream(inference: Inference, request: EngineRequest, ctx: CallContext) -> EngineStream:
     """SSE of `{"text": delta}` events, then one event with finish_reason and usage, then [DONE]."""
-    request.body.update(stream=True, stream_options={"include_usage": True})
+    request.body["stream"], request.body["stream_options"] = True, {"include_usage": True}
     upstream = await inference.stream(request, ctx)
     stream = EngineStream(_text_deltas(upstream, request.model), on_close=upstream.aclose, on_abort=upstream.abort)
     return stream
@@ -65,7 +73,7 @@ async def infer_stream(inference: Inference, request: EngineRequest, ctx: CallCo
 
 async def _text_deltas(upstream: EngineStream, model: str) -> AsyncIterator[bytes]:
     started = time.perf_counter()
-    final: dict[str, Any] = {"text": "", "finish_reason": None, "usage": None, "model": model}
+    final: dict[str, object] = {"text": "", "finish_reason": None, "usage": None, "model": model}
     async with aclosing(iter_events(upstream)) as events:
         async for event in events:
             if event is None:
@@ -87,18 +95,18 @@ async def _text_deltas(upstream: EngineStream, model: str) -> AsyncIterator[byte
 
 
 async def analyze(inference: Inference, builder: RequestBuilder, ctx: CallContext, *, spec: TaskInput,
-                  images: list[NormalizedImage], model: str | None, sampling: dict[str, Any],
-                  schema: Any = None) -> AnalyzeResponse:
+                  images: list[NormalizedImage], model: str | None, sampling: JSONObject,
+                  schema: JSONObject | None = None) -> AnalyzeResponse:
     started = time.perf_counter()
     task = check_input(spec, has_schema=schema is not None)
     request = builder.simple(prompt=build_prompt(spec), images=images, system_prompt=None, model=model,
                              sampling=sampling)
     reasoning = None
     if task.needs_schema:
-        text, usage, result, model_id = await _extract(inference, ctx, request, schema)
+        text, usage, result, model_id = await _extract(inference, ctx, request, schema or {})
     else:
         completion = await inference.complete(request, ctx)
-        text, reasoning = _text_of(completion)[0], _reasoning_of(completion)
+        text, reasoning = _answer_text(completion)[0], _reasoning_of(completion)
         usage, model_id = _usage(completion), completion.get("model", request.model)
         result = parse_result(spec, text, images[0].width, images[0].height)
     sizes = [ImageSize(width=i.width, height=i.height) for i in images]
@@ -107,21 +115,23 @@ async def analyze(inference: Inference, builder: RequestBuilder, ctx: CallContex
 
 
 async def _extract(inference: Inference, ctx: CallContext, request: EngineRequest,
-                   schema: Any) -> tuple[str, Usage, Any, str]:
+                   schema: JSONObject) -> tuple[str, Usage, object, str]:
     """Guided decoding where the engine has it; validate; one repair turn; else 422."""
     schema = extract.check_schema(schema)
-    question = request.body["messages"][-1]["content"][-1]
-    question["text"] = extract.schema_prompt(question["text"], schema)
+    messages = request.body.get("messages") or []
+    content = messages[-1].get("content")  # builder.simple(): the user message ends with the prompt's text
+    assert isinstance(content, list)
+    content[-1]["text"] = extract.schema_prompt(content[-1].get("text") or "", schema)
     request.json_schema = schema  # a hint: engines with guided decoding constrain the answer
     completion = await inference.complete(request, ctx)
-    text, usage = _text_of(completion)[0], _usage(completion)
+    text, usage = _answer_text(completion)[0], _usage(completion)
     value, problem = extract.validate(text, schema)
     if problem is not None:
-        messages = request.body["messages"] + [{"role": "assistant", "content": text},
-                                               {"role": "user", "content": extract.repair_message(problem)}]
-        repair = replace(request, body={**request.body, "messages": messages})
+        turn: list[ChatMessage] = [{"role": "assistant", "content": text},
+                                   {"role": "user", "content": extract.repair_message(problem)}]
+        repair = replace(request, body={**request.body, "messages": messages + turn})
         completion = await inference.complete(repair, ctx)
-        text = _text_of(completion)[0]
+        text = _answer_text(completion)[0]
         usage = _add(usage, _usage(completion))
         value, problem = extract.validate(text, schema)
         if problem is not None:

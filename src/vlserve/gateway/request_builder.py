@@ -10,7 +10,7 @@ that each engine sends in its own dialect.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import cast
 
 from vlserve.config import Settings
 from vlserve.engines.base import EngineRequest
@@ -18,6 +18,7 @@ from vlserve.errors import ErrorKind, ServiceError
 from vlserve.gateway.catalog import ModelCatalog
 from vlserve.gateway.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from vlserve.media import ImageHints, MediaNormalizer, NormalizedImage, NormalizedVideo, PixelBudget
+from vlserve.openai_types import ChatMessage, ContentPart, EngineBody, JSONObject, MediaURL, max_tokens_of, text_of
 
 _MEDIA_TYPES = ("image_url", "video_url")
 
@@ -26,7 +27,7 @@ _MEDIA_TYPES = ("image_url", "video_url")
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 
-def sampling_dict(fields: SamplingFields) -> dict[str, Any]:
+def sampling_dict(fields: SamplingFields) -> JSONObject:
     return fields.model_dump(include=set(SamplingFields.model_fields), exclude_none=True)
 
 
@@ -44,14 +45,15 @@ class RequestBuilder:
         self.media = media
 
     async def from_chat(self, body: ChatCompletionRequest) -> EngineRequest:
-        request = body.model_dump(exclude_none=True, by_alias=True)
+        # The schema (schemas.py) has checked every field EngineBody lists.
+        request = cast(EngineBody, body.model_dump(exclude_none=True, by_alias=True))
         request["model"], context = self._catalog.target(body.model)
         budgets = await self._normalize_media(request["messages"], context)
         request["messages"] = one_system_message(request["messages"])
         return EngineRequest(self._with_defaults(request, context), image_pixels=pixel_bounds(budgets))
 
     def from_completion(self, body: CompletionRequest) -> EngineRequest:
-        request = body.model_dump(exclude_none=True)
+        request = cast(EngineBody, body.model_dump(exclude_none=True))
         request["model"], context = self._catalog.target(body.model)
         request.setdefault("max_tokens", min(COMPLETIONS_DEFAULT_MAX_TOKENS, context - 1))
         return EngineRequest(self._with_defaults(request, context), kind="text")
@@ -63,22 +65,23 @@ class RequestBuilder:
         return await self.media.images(sources, max_visual_tokens=self._catalog.context_length())
 
     def simple(self, *, prompt: str, images: list[NormalizedImage], system_prompt: str | None,
-               model: str | None, sampling: dict[str, Any]) -> EngineRequest:
+               model: str | None, sampling: JSONObject) -> EngineRequest:
         """The chat request behind /infer and /analyze: [system], user(images..., text)."""
-        content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image.data_url}}
-                                         for image in images]
+        content: list[ContentPart] = [{"type": "image_url", "image_url": {"url": image.data_url}}
+                                      for image in images]
         content.append({"type": "text", "text": prompt})
-        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+        messages: list[ChatMessage] = [{"role": "user", "content": content}]
         if system_prompt:
             messages.insert(0, {"role": "system", "content": system_prompt})
         resolved, context = self._catalog.target(model)
-        request = {"model": resolved, "messages": messages, **sampling}
+        # `sampling` holds SamplingFields, validated by the schema: EngineBody's own fields.
+        request = cast(EngineBody, {"model": resolved, "messages": messages, **sampling})
         return EngineRequest(self._with_defaults(request, context),
                              image_pixels=pixel_bounds([image.budget for image in images]))
 
-    def _with_defaults(self, request: dict[str, Any], context: int) -> dict[str, Any]:
+    def _with_defaults(self, request: EngineBody, context: int) -> EngineBody:
         settings = self._settings
-        limit = request.get("max_completion_tokens") or request.get("max_tokens")
+        limit = max_tokens_of(request)
         if limit is not None and limit >= context:
             raise ServiceError(ErrorKind.BAD_REQUEST, f"max_tokens={limit} does not fit in the model's context "
                                f"of {context} tokens (the smaller of MAX_MODEL_LEN and the model's own limit).",
@@ -91,40 +94,44 @@ class RequestBuilder:
             request.setdefault("top_k", settings.top_k)
         return request
 
-    async def _normalize_media(self, messages: list[dict[str, Any]], context: int) -> list[PixelBudget]:
+    async def _normalize_media(self, messages: list[ChatMessage], context: int) -> list[PixelBudget]:
         """Replace every image_url/video_url in `messages` (in place) by a validated data URL.
 
         Returns the pixel budget each image was prepared for.
         """
         media = self.media
         _check_media_roles(messages)
-        parts = [part for message in messages if isinstance(message.get("content"), list)
-                 for part in message["content"] if part.get("type") in _MEDIA_TYPES]
+        parts = [part for message in messages for part in _parts(message) if part["type"] in _MEDIA_TYPES]
         for part in parts:
-            if not (part.get(part["type"]) or {}).get("url"):
+            if not _media_url(part).get("url"):
                 raise ServiceError(ErrorKind.BAD_REQUEST, f"A {part['type']} part has no url.", param="messages")
         if not parts:  # most requests: nothing to fetch or decode, no tasks to start
             return []
         media.check_count(len(parts))
-        media.check_total([media.estimated_size(part[part["type"]]["url"]) for part in parts])
+        media.check_total([media.estimated_size(_media_url(part)["url"]) for part in parts])
         image_parts = [part for part in parts if part["type"] == "image_url"]
         video_parts = [part for part in parts if part["type"] == "video_url"]
         images, videos = await asyncio.gather(
-            media.images([part["image_url"]["url"] for part in image_parts],
-                         [_hints(part["image_url"]) for part in image_parts], context),
-            asyncio.gather(*(media.video(part["video_url"]["url"]) for part in video_parts)))
+            media.images([_media_url(part)["url"] for part in image_parts],
+                         [_hints(_media_url(part)) for part in image_parts], context),
+            asyncio.gather(*(media.video(_media_url(part)["url"]) for part in video_parts)))
         found: list[NormalizedImage | NormalizedVideo] = [*images, *videos]
         done = {id(part): result for part, result in zip([*image_parts, *video_parts], found, strict=True)}
         results = [done[id(part)] for part in parts]
         media.check_total([result.nbytes for result in results])
         for part, result in zip(parts, results, strict=True):
             # Engines get the data URL only; the pixel hints have been applied here.
-            kept = {"detail": part[part["type"]]["detail"]} if part[part["type"]].get("detail") else {}
-            part[part["type"]] = {"url": result.data_url, **kept}
+            sent: MediaURL = {"url": result.data_url}
+            if detail := _media_url(part).get("detail"):
+                sent["detail"] = detail
+            if part["type"] == "image_url":
+                part["image_url"] = sent
+            else:
+                part["video_url"] = sent
         return [result.budget for result in results if isinstance(result, NormalizedImage)]
 
 
-def one_system_message(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def one_system_message(messages: list[ChatMessage]) -> list[ChatMessage]:
     """Every system and developer message joined, in order, into one at the start.
 
     Qwen's chat templates (Qwen3-VL's, which LMDeploy and vLLM use too) render a system
@@ -133,28 +140,30 @@ def one_system_message(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     system = [m for m in messages if m.get("role") in ("system", "developer")]
     if not system or (len(system) == 1 and messages[0] is system[0] and system[0]["role"] == "system"):
         return messages
-    text = "\n\n".join(_text_of(m.get("content")) for m in system)
+    text = "\n\n".join(text_of(m.get("content")) for m in system)
     ids = {id(m) for m in system}
     return [{"role": "system", "content": text}, *(m for m in messages if id(m) not in ids)]
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, list):
-        return "".join(part.get("text") or "" for part in content if isinstance(part, dict))
-    return content or ""
+def _parts(message: ChatMessage) -> list[ContentPart]:
+    content = message.get("content")
+    return content if isinstance(content, list) else []
 
 
-def _check_media_roles(messages: list[dict[str, Any]]) -> None:
+def _media_url(part: ContentPart) -> MediaURL:
+    """The url object of an image_url or video_url part (the schema made sure it is there)."""
+    return part["image_url"] if part["type"] == "image_url" else part["video_url"]
+
+
+def _check_media_roles(messages: list[ChatMessage]) -> None:
     """Images and video go in user messages: the model's chat template has no place for
     them anywhere else (an image in a system message would never reach the model)."""
     for index, message in enumerate(messages):
-        content = message.get("content")
-        if message.get("role") != "user" and isinstance(content, list) and \
-                any(part.get("type") in _MEDIA_TYPES for part in content):
+        if message["role"] != "user" and any(part["type"] in _MEDIA_TYPES for part in _parts(message)):
             raise ServiceError(ErrorKind.BAD_REQUEST, f"messages[{index}] is a {message.get('role')} message with "
                                "an image or video; images and video may only be sent in user messages.",
                                param=f"messages.{index}.content")
 
 
-def _hints(image_url: dict[str, Any]) -> ImageHints:
+def _hints(image_url: MediaURL) -> ImageHints:
     return ImageHints(image_url.get("detail"), image_url.get("min_pixels"), image_url.get("max_pixels"))

@@ -37,7 +37,7 @@ class ContentPart(BaseModel):
 
     @field_validator("image_url", "video_url", mode="before")
     @classmethod
-    def _url_as_string(cls, value: Any) -> Any:
+    def _url_as_string(cls, value: object) -> object:
         # Some clients send {"image_url": "data:..."}; OpenAI's shape is {"url": ...}.
         return {"url": value} if isinstance(value, str) else value
 
@@ -138,7 +138,7 @@ class CompletionRequest(SamplingFields):
 
     @field_validator("logprobs", mode="before")
     @classmethod
-    def _logprobs_is_a_count(cls, value: Any) -> Any:
+    def _logprobs_is_a_count(cls, value: object) -> object:
         # `false` means none (pydantic would read it as 0: one score per token); `true` has
         # no count: this API's logprobs is the number of alternatives.
         if value is False:

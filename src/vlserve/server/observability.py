@@ -18,13 +18,14 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vlserve.gateway.engine_call import Inference
 from vlserve.gateway.observation import Observation
+from vlserve.media import NormalizedImage
 
 access_log = logging.getLogger("vlserve.access")
 
@@ -47,11 +48,11 @@ class Metrics:
         self.image_bytes = Counter("vlserve_image_bytes", "Image bytes received from clients (in) and sent to "
                                    "engines (out)", ["direction"], registry=r)
 
-    def watch(self, inference: Any) -> None:
+    def watch(self, inference: Inference) -> None:
         """Gauges read from live state at scrape time (admission, engine, replicas)."""
         self.registry.register(_StateCollector(inference))
 
-    def count_image(self, image: Any) -> None:
+    def count_image(self, image: NormalizedImage) -> None:
         self.image_bytes.labels("in").inc(image.nbytes)
         self.image_bytes.labels("out").inc(image.sent_bytes)
 
@@ -67,7 +68,7 @@ class Metrics:
 
 
 class _StateCollector:
-    def __init__(self, inference: Any) -> None:
+    def __init__(self, inference: Inference) -> None:
         self._inference = inference
 
     def describe(self) -> list:

@@ -18,7 +18,10 @@ import aiohttp
 import httpx
 import openai
 from openai import OpenAI
+from openai.types.chat import ChatCompletionChunk
 from PIL import Image, UnidentifiedImageError
+
+from vlserve.openai_types import ChatMessage, ContentPart
 
 DEFAULT_PORT = 8000
 
@@ -107,8 +110,8 @@ def image_ref(image: str | Path) -> str:
     return image_to_data_url(text)
 
 
-def user_message(prompt: str, images: Sequence[str | Path] = ()) -> dict[str, Any]:
-    content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image_ref(i)}} for i in images]
+def user_message(prompt: str, images: Sequence[str | Path] = ()) -> ChatMessage:
+    content: list[ContentPart] = [{"type": "image_url", "image_url": {"url": image_ref(i)}} for i in images]
     content.append({"type": "text", "text": prompt})
     return {"role": "user", "content": content}
 
@@ -136,50 +139,51 @@ class VLClient:
     def default_model(self) -> str:
         return self.openai.models.list().data[0].id
 
-    def chat(self, messages: list[dict[str, Any]], model: str | None = None, **sampling: Any) -> str:
-        response = self.openai.chat.completions.create(model=model or self.default_model(),
-                                                       messages=messages, **sampling)  # type: ignore[arg-type]
+    # `sampling` goes to the openai SDK untouched (max_tokens, temperature, extra_body, ...).
+    def chat(self, messages: list[ChatMessage], model: str | None = None, **sampling: Any) -> str:
+        response = self.openai.chat.completions.create(
+            model=model or self.default_model(), messages=messages, **sampling)  # type: ignore[arg-type]
         return response.choices[0].message.content or ""
 
-    def chat_stream(self, messages: list[dict[str, Any]], model: str | None = None, **sampling: Any) -> Iterator[str]:
-        stream: Any = self.openai.chat.completions.create(model=model or self.default_model(),
-                                                          messages=messages, stream=True, **sampling)  # type: ignore[arg-type]
+    def chat_stream(self, messages: list[ChatMessage], model: str | None = None, **sampling: Any) -> Iterator[str]:
+        stream: openai.Stream[ChatCompletionChunk] = self.openai.chat.completions.create(
+            model=model or self.default_model(), messages=messages, stream=True, **sampling)  # type: ignore[arg-type,assignment]
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 yield chunk.choices[0].delta.content
 
-    def _json(self, response: httpx.Response) -> dict[str, Any]:
+    def _json(self, response: httpx.Response) -> dict[str, object]:
         try:
             response.raise_for_status()
             return response.json()
         except (httpx.HTTPStatusError, ValueError) as exc:
             raise explain(exc, self.base_url) from None
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> dict[str, object]:
         return self.http.get("/health").json()
 
-    def gpu_status(self) -> dict[str, Any]:
+    def gpu_status(self) -> dict[str, object]:
         try:
             return self._json(self.http.get("/gpu/status"))
         except httpx.HTTPError as exc:
             raise explain(exc, self.base_url) from None
 
-    def infer(self, prompt: str, image: str | Path | None = None, **fields: Any) -> dict[str, Any]:
+    def infer(self, prompt: str, image: str | Path | None = None, **fields: object) -> dict[str, object]:
         body = {"prompt": prompt, **fields}
         if image is not None:
             body["image"] = image_ref(image)
         return self._json(self.http.post("/infer", json=body))
 
-    def infer_upload(self, prompt: str, image: str | Path, **fields: Any) -> dict[str, Any]:
+    def infer_upload(self, prompt: str, image: str | Path, **fields: object) -> dict[str, object]:
         path = Path(image)
         with path.open("rb") as fh:
             files = {"image": (path.name, fh, mimetypes.guess_type(path.name)[0] or "application/octet-stream")}
             return self._json(self.http.post("/infer/upload", data={"prompt": prompt, **fields}, files=files))
 
-    def analyze(self, task: str, image: str | Path, **fields: Any) -> dict[str, Any]:
+    def analyze(self, task: str, image: str | Path, **fields: object) -> dict[str, object]:
         return self._json(self.http.post("/analyze", json={"task": task, "image": image_ref(image), **fields}))
 
-    def analyze_upload(self, task: str, image: str | Path, **fields: Any) -> dict[str, Any]:
+    def analyze_upload(self, task: str, image: str | Path, **fields: object) -> dict[str, object]:
         path = Path(image)
         with path.open("rb") as fh:
             files = {"image": (path.name, fh, mimetypes.guess_type(path.name)[0] or "application/octet-stream")}

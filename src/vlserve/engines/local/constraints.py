@@ -20,13 +20,14 @@ from typing import Any
 
 from vlserve.engines.answer import THINK_CLOSE, TOOL_CLOSE, TOOL_OPEN
 from vlserve.errors import ErrorKind, ServiceError
+from vlserve.openai_types import EngineBody, JSONObject, Tool
 
 
 def _bad(param: str, message: str) -> ServiceError:
     return ServiceError(ErrorKind.BAD_REQUEST, message, param=param)
 
 
-def chosen_tools(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def chosen_tools(body: EngineBody) -> tuple[str, list[Tool]]:
     """("none" | "auto" | "required", the tools the answer may call), checked."""
     tools = body.get("tools") or []
     choice = body.get("tool_choice") or ("auto" if tools else "none")
@@ -43,7 +44,7 @@ def chosen_tools(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     return choice, tools if choice != "none" else []
 
 
-def _json_format(body: dict[str, Any]) -> dict[str, Any] | None:
+def _json_format(body: EngineBody) -> JSONObject | None:
     """The schema `response_format` asks for, or None for free text."""
     fmt = body.get("response_format")
     if not fmt:
@@ -79,7 +80,7 @@ class Constrainer:
                 self._compiler = xgr.GrammarCompiler(info)
             return self._compiler
 
-    def grammar(self, body: dict[str, Any], in_reasoning: bool) -> Any | None:
+    def grammar(self, body: EngineBody, in_reasoning: bool) -> Any | None:
         """The compiled constraint for this request (None: unconstrained). Compiled once
         per request; each choice generated under it needs its own `processor()`."""
         choice, tools = chosen_tools(body)
@@ -114,7 +115,7 @@ def processor(grammar: Any) -> Any:
     return LogitsProcessor(grammar)
 
 
-def _call_format(tool: dict[str, Any]) -> Any:
+def _call_format(tool: Tool) -> Any:
     from xgrammar import structural_tag as st
 
     function = tool.get("function") or {}

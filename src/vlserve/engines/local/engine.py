@@ -18,12 +18,14 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from vlserve import openai_format as oai
 from vlserve import sse
 from vlserve.admission import Admission
 from vlserve.config import Settings
 from vlserve.engines.answer import THINK_OPEN
-from vlserve.engines.base import EngineRequest, EngineStatus, EngineStream
+from vlserve.engines.base import EngineInfo, EngineRequest, EngineStatus, EngineStream
 from vlserve.engines.local.constraints import Constrainer, chosen_tools
 from vlserve.engines.local.generate import PreparedPrompt, TokenGenerator
 from vlserve.engines.local.generation import (
@@ -39,6 +41,7 @@ from vlserve.engines.local.output import AnswerShape, Generated, StreamedChoice,
 from vlserve.engines.local.tiny_model import TINY_MODEL_NAME, ensure_tiny_model, is_tiny_checkpoint
 from vlserve.engines.local.token_scores import LogprobFormatter
 from vlserve.errors import ErrorKind, ServiceError
+from vlserve.openai_types import Completion, EngineBody, Kind, Tool, Usage, max_tokens_of
 
 log = logging.getLogger("vlserve.local")
 
@@ -112,7 +115,7 @@ class LocalEngine:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
     def status(self) -> EngineStatus:
-        info = {"engine": "local", "device": self._device, "max_model_len": self._max_len,
+        info: EngineInfo = {"engine": "local", "device": self._device, "max_model_len": self._max_len,
                 "random_weights": self._is_tiny,
                 "requests_in_engine": self._turns.active + self._turns.queued,
                 "generating": bool(self._generator and self._generator.generating)}
@@ -134,7 +137,7 @@ class LocalEngine:
                                headers={"Retry-After": "5"})
 
     # --- requests ---------------------------------------------------------------------
-    async def complete(self, request: EngineRequest) -> dict[str, Any]:
+    async def complete(self, request: EngineRequest) -> Completion:
         prepared = await self._prepare(request)
         release = await self._turns.acquire()
         try:  # the choices are generated one after another, in one turn
@@ -160,14 +163,14 @@ class LocalEngine:
         include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
         release = await self._turns.acquire()  # held until the stream is closed
 
-        def report(usage: dict[str, int]) -> None:
+        def report(usage: Usage) -> None:
             stream.usage = usage
 
         stream = EngineStream(self._stream(prepared, include_usage, report), on_close=release)
         return stream
 
     async def _stream(self, prepared: PreparedPrompt, include_usage: bool,
-                      report_usage: Callable[[dict[str, int]], None]) -> AsyncIterator[bytes]:
+                      report_usage: Callable[[Usage], None]) -> AsyncIterator[bytes]:
         shape = prepared.shape
         cid = oai.completion_id(shape.kind)
         completion_tokens = 0
@@ -202,33 +205,33 @@ class LocalEngine:
         self._require_ready()
         body = with_hints(request)
         if request.kind == "text":
-            body = {**body, "prompt": one_prompt(body["prompt"])}
+            body = {**body, "prompt": one_prompt(body.get("prompt"))}
         check_local_options(body, request.kind)
         self._refuse_what_cannot_fit(body, request.kind)
         return await asyncio.to_thread(self._prepare_blocking, body, request.kind)
 
-    def _refuse_what_cannot_fit(self, body: dict[str, Any], kind: str) -> None:
+    def _refuse_what_cannot_fit(self, body: EngineBody, kind: Kind) -> None:
         """A prompt with more characters than the context could hold even at the longest
         token's length is refused before tokenising (which, for megabytes of text, takes
         seconds of CPU and gigabytes of memory): in well under a millisecond."""
-        chars = len(body["prompt"]) if kind == "text" else text_length(body["messages"])
+        chars = len(body.get("prompt") or "") if kind == "text" else text_length(body.get("messages") or [])
         most = self._max_len * self._max_token_chars
         if chars > most:
             raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt has {chars:,} characters; this model's "
                                f"context of {self._max_len} tokens (MAX_MODEL_LEN) holds at most {most:,}.",
                                param="prompt" if kind == "text" else "messages")
 
-    def _prompt_text(self, body: dict[str, Any], kind: str) -> tuple[str, list[Any], list[dict[str, Any]]]:
+    def _prompt_text(self, body: EngineBody, kind: Kind) -> tuple[str, list[Image.Image], list[Tool]]:
         """The text the model continues, the images in it, and the tools it was shown."""
         if kind == "text":  # the completions API: the client's text as it is, no template
-            return body["prompt"], [], []
-        messages, images = to_processor_messages(body["messages"])
+            return one_prompt(body.get("prompt")), [], []
+        messages, images = to_processor_messages(body.get("messages") or [])
         _, tools = chosen_tools(body)
         text = self._processor.apply_chat_template(messages, tools=tools or None, tokenize=False,
                                                    add_generation_prompt=True)
         return text, images, tools
 
-    def _prepare_blocking(self, body: dict[str, Any], kind: str) -> PreparedPrompt:
+    def _prepare_blocking(self, body: EngineBody, kind: Kind) -> PreparedPrompt:
         text, images, tools = self._prompt_text(body, kind)
         in_reasoning = kind == "chat" and text.rstrip().endswith(THINK_OPEN)
         inputs = self._processor(text=[text], images=images or None, return_tensors="pt")
@@ -240,7 +243,7 @@ class LocalEngine:
             raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt is {prompt_tokens} tokens (images "
                                f"included); this model's context is {self._max_len} tokens (MAX_MODEL_LEN).",
                                param="prompt" if kind == "text" else "messages")
-        wanted = body.get("max_completion_tokens") or body.get("max_tokens") or self._settings.max_tokens
+        wanted = max_tokens_of(body) or self._settings.max_tokens
         # Documented clamp: never generate past the context window.
         max_new = max(1, min(int(wanted), self._max_len - prompt_tokens))
         stop = body.get("stop") or []
@@ -248,9 +251,9 @@ class LocalEngine:
         if body.get("ignore_eos"):  # LMDeploy's and vLLM's field: generate exactly max_tokens
             sampling["min_new_tokens"] = max_new
         top = top_logprobs(body, kind)
-        shape = AnswerShape(kind, str(body["model"]), tools=bool(tools), in_reasoning=in_reasoning,
+        shape = AnswerShape(kind, body["model"], tools=bool(tools), in_reasoning=in_reasoning,
                             keep_reasoning=self._keep_reasoning, logprobs=top is not None,
-                            echo=body["prompt"] if kind == "text" and body.get("echo") else "")
+                            echo=text if kind == "text" and body.get("echo") else "")
         return PreparedPrompt(
             inputs=inputs.to(self._device), prompt_tokens=prompt_tokens, max_new_tokens=max_new,
             sampling=sampling, stop=[stop] if isinstance(stop, str) else list(stop),

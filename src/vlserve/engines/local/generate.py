@@ -20,7 +20,7 @@ from vlserve.engines.local.constraints import processor
 from vlserve.engines.local.generation import QueueStreamer, consume_exception, eos_ids
 from vlserve.engines.local.output import AnswerShape
 from vlserve.engines.local.text_stream import IncrementalDecoder, StopMatcher
-from vlserve.engines.local.token_scores import TokenLogprob, TokenScorer
+from vlserve.engines.local.token_scores import ScoredToken, TokenScorer
 from vlserve.errors import ErrorKind, ServiceError
 
 
@@ -45,7 +45,7 @@ class Step:
     piece: str                 # text that is safe to send (may be empty)
     finish: str | None         # set on the last step
     tokens: int                # completion tokens so far
-    scores: list[TokenLogprob]  # the tokens' log-probabilities, when recorded
+    scores: list[ScoredToken]  # the tokens' log-probabilities, when recorded
 
 
 class TokenGenerator:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from typing import Any
 
 import pybase64
+from PIL import Image
 
 from vlserve.engines.base import EngineRequest
 from vlserve.engines.local.token_scores import TokenScorer
 from vlserve.errors import ErrorKind, ServiceError
+from vlserve.openai_types import ChatMessage, EngineBody, Kind, text_of
 
 log = logging.getLogger("vlserve.local")
 
@@ -59,49 +60,47 @@ def eos_ids(model) -> list[int]:
 GREEDY_BELOW = 1e-5  # a temperature this small is greedy decoding (dividing by it overflows)
 
 
-def sampling_kwargs(request: dict[str, Any]) -> dict[str, Any]:
-    temperature = request.get("temperature")
+GenerateKwargs = dict[str, float | int | bool | None]  # transformers' generate() sampling arguments
+
+
+def sampling_kwargs(body: EngineBody) -> GenerateKwargs:
+    temperature = body.get("temperature")
     if temperature is not None and temperature < GREEDY_BELOW:
         return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    kwargs: dict[str, Any] = {"do_sample": True}
+    kwargs: GenerateKwargs = {"do_sample": True}
     if temperature is not None:
         kwargs["temperature"] = float(temperature)
-    if request.get("top_p") is not None:
-        kwargs["top_p"] = float(request["top_p"])
-    top_k = request.get("top_k")
-    if top_k is not None:
+    if (top_p := body.get("top_p")) is not None:
+        kwargs["top_p"] = float(top_p)
+    if (top_k := body.get("top_k")) is not None:
         kwargs["top_k"] = int(top_k) or None  # 0 means "no top-k", as in vLLM
-    if request.get("repetition_penalty") is not None:
-        kwargs["repetition_penalty"] = float(request["repetition_penalty"])
+    if (penalty := body.get("repetition_penalty")) is not None:
+        kwargs["repetition_penalty"] = float(penalty)
     return kwargs
 
 
-def text_length(messages: list[dict[str, Any]]) -> int:
+def text_length(messages: list[ChatMessage]) -> int:
     """Characters of text in OpenAI messages (string content and text parts)."""
-    total = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            total += len(content)
-        elif isinstance(content, list):
-            total += sum(len(part.get("text") or "") for part in content if isinstance(part, dict))
-    return total
+    return sum(len(text_of(message.get("content"))) for message in messages)
 
 
-def to_processor_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+# A message as the chat template reads it: images are {"type": "image"} placeholders.
+TemplateMessage = dict[str, object]
+
+
+def to_processor_messages(messages: list[ChatMessage]) -> tuple[list[TemplateMessage], list[Image.Image]]:
     """OpenAI messages (images already data URLs) → chat-template messages + PIL images."""
-    from PIL import Image
-
-    out, images = [], []
+    out: list[TemplateMessage] = []
+    images: list[Image.Image] = []
     for message in messages:
         role = "system" if message["role"] == "developer" else message["role"]
         content = message.get("content")
         if role == "tool" and isinstance(content, list):  # the template writes a tool's result as text
-            content = "".join(part.get("text") or "" for part in content)
+            content = text_of(content)
         if content is None or isinstance(content, str):
             out.append({**message, "role": role, "content": content or ""})
             continue
-        parts = []
+        parts: list[dict[str, str]] = []
         for part in content:
             if part["type"] == "text":
                 parts.append({"type": "text", "text": part.get("text") or ""})
@@ -116,7 +115,7 @@ def to_processor_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str
     return out, images
 
 
-def check_local_options(body: dict[str, Any], kind: str) -> None:
+def check_local_options(body: EngineBody, kind: Kind) -> None:
     """What the local engine cannot do is refused, naming the field, never ignored."""
     choices = int(body.get("n") or 1)
     if choices > LOCAL_MAX_CHOICES:
@@ -135,7 +134,7 @@ def check_local_options(body: dict[str, Any], kind: str) -> None:
                            "not supported by the local engine.", param="echo")
 
 
-def one_prompt(prompt: Any) -> str:
+def one_prompt(prompt: object) -> str:
     """The completions API's prompt as one string (one prompt per request here)."""
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         return prompt[0]
@@ -145,7 +144,7 @@ def one_prompt(prompt: Any) -> str:
                        "send several prompts as several requests, and text rather than token ids.", param="prompt")
 
 
-def top_logprobs(body: dict[str, Any], kind: str) -> int | None:
+def top_logprobs(body: EngineBody, kind: Kind) -> int | None:
     """How many alternatives to report per token, or None for no log-probabilities."""
     if kind == "text":  # the completions API: `logprobs` is the number of alternatives
         value = body.get("logprobs")
@@ -153,7 +152,7 @@ def top_logprobs(body: dict[str, Any], kind: str) -> int | None:
     return int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
 
 
-def with_hints(request: EngineRequest) -> dict[str, Any]:
+def with_hints(request: EngineRequest) -> EngineBody:
     """The body, with the gateway's schema hint as a constraint unless the client set one."""
     if request.json_schema is None or request.body.get("response_format"):
         return request.body

@@ -9,12 +9,12 @@ text into `reasoning_content` and `tool_calls`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from vlserve import openai_format as oai
 from vlserve import sse
 from vlserve.engines.answer import AnswerStream, parse_answer
-from vlserve.engines.local.token_scores import LogprobFormatter, TokenLogprob
+from vlserve.engines.local.token_scores import LogprobFormatter, ScoredToken
+from vlserve.openai_types import Choice, Completion, Delta, Kind
 
 
 @dataclass
@@ -24,14 +24,14 @@ class Generated:
     text: str
     finish: str
     tokens: int
-    scores: list[TokenLogprob] = field(default_factory=list)
+    scores: list[ScoredToken] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class AnswerShape:
     """What a request asked its answer to look like."""
 
-    kind: str                 # "chat" or "text"
+    kind: Kind
     model: str
     tools: bool = False       # tool definitions reached the template: parse <tool_call> blocks
     in_reasoning: bool = False  # the template opened <think>: the answer starts in reasoning
@@ -41,13 +41,13 @@ class AnswerShape:
 
 
 def whole_answer(shape: AnswerShape, formatter: LogprobFormatter, results: list[Generated],
-                 prompt_tokens: int) -> dict[str, Any]:
+                 prompt_tokens: int) -> Completion:
     choices = [_whole_choice(shape, formatter, index, result) for index, result in enumerate(results)]
     usage = oai.usage(prompt_tokens, sum(result.tokens for result in results))
     return oai.completion(oai.completion_id(shape.kind), shape.model, choices, usage, shape.kind)
 
 
-def _whole_choice(shape: AnswerShape, formatter: LogprobFormatter, index: int, result: Generated) -> dict[str, Any]:
+def _whole_choice(shape: AnswerShape, formatter: LogprobFormatter, index: int, result: Generated) -> Choice:
     if shape.kind == "text":
         logprobs = formatter.legacy(result.scores, len(shape.echo))[0] if shape.logprobs else None
         return oai.text_choice(index, shape.echo + result.text, result.finish, logprobs)
@@ -65,7 +65,7 @@ class StreamedChoice:
         self._shape, self._formatter = shape, formatter
         self._cid, self._index, self._usage_field = cid, index, include_usage
         self._answer = AnswerStream(shape.in_reasoning, shape.tools)
-        self._pending: list[TokenLogprob] = []  # scores of tokens whose text has not been sent yet
+        self._pending: list[ScoredToken] = []  # scores of tokens whose text has not been sent yet
         self._offset = len(shape.echo)  # completions API: where the next token's text starts
 
     def start(self) -> list[bytes]:
@@ -73,7 +73,7 @@ class StreamedChoice:
             return [self._text_event(self._shape.echo, None, [])] if self._shape.echo else []
         return [self._chat_event({"role": "assistant", "content": ""}, None)]
 
-    def feed(self, piece: str, scores: list[TokenLogprob]) -> list[bytes]:
+    def feed(self, piece: str, scores: list[ScoredToken]) -> list[bytes]:
         self._pending += scores
         if self._shape.kind == "text":
             return [self._text_event(piece, None, self._take())] if piece or self._pending else []
@@ -86,22 +86,22 @@ class StreamedChoice:
         finish = "tool_calls" if self._answer.calls else finish_reason
         return [*events, self._chat_event({}, finish)]
 
-    def _deltas(self, deltas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _deltas(self, deltas: list[Delta]) -> list[Delta]:
         if not self._shape.keep_reasoning:
             return [delta for delta in deltas if "reasoning_content" not in delta]
         return deltas
 
-    def _take(self) -> list[TokenLogprob]:
+    def _take(self) -> list[ScoredToken]:
         taken, self._pending = self._pending, []
         return taken
 
-    def _chat_event(self, delta: dict[str, Any], finish: str | None) -> bytes:
+    def _chat_event(self, delta: Delta, finish: str | None) -> bytes:
         # A token's score goes out with the first event after it that carries text.
         logprobs = self._formatter.chat(self._take()) if self._shape.logprobs and self._pending else None
         return sse.frame(oai.chunk(self._cid, self._shape.model, delta, finish, self._usage_field, self._index,
                                  logprobs))
 
-    def _text_event(self, text: str, finish: str | None, scores: list[TokenLogprob]) -> bytes:
+    def _text_event(self, text: str, finish: str | None, scores: list[ScoredToken]) -> bytes:
         logprobs = None
         if self._shape.logprobs:
             logprobs, self._offset = self._formatter.legacy(scores, self._offset)

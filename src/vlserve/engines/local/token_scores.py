@@ -8,7 +8,7 @@ log-softmax; the streamer, called with the token sampled at that step, asks for 
 token's value and the top alternatives. Both run in the worker thread, one step at a
 time, so the two never race.
 
-The OpenAI shapes are built on the event loop from the numbers (`TokenLogprob`).
+The OpenAI shapes are built on the event loop from the numbers (`ScoredToken`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vlserve.openai_types import ChatLogprobs, TextLogprobs, TopLogprob
+
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat; the legacy completions API allows 5
 
 
 @dataclass(frozen=True)
-class TokenLogprob:
+class ScoredToken:
     """One sampled token: its id and log-probability, and the most likely alternatives."""
 
     token: int
@@ -41,13 +43,13 @@ class TokenScorer:
         self._last = torch.log_softmax(scores.float(), dim=-1)
         return scores
 
-    def score(self, token: int, row: int = 0) -> TokenLogprob:
+    def score(self, token: int, row: int = 0) -> ScoredToken:
         logprobs = self._last[row]
         top: tuple[tuple[int, float], ...] = ()
         if self._top:
             values, ids = logprobs.topk(self._top)
             top = tuple(zip(ids.tolist(), values.tolist(), strict=True))
-        return TokenLogprob(token, float(logprobs[token]), top)
+        return ScoredToken(token, float(logprobs[token]), top)
 
 
 def _byte_level_alphabet() -> dict[str, int]:
@@ -83,16 +85,16 @@ class LogprobFormatter:
                 return [self._alphabet[char] for char in spelled]
         return list(self.text(token).encode("utf-8"))
 
-    def _entry(self, token: int, logprob: float) -> dict[str, Any]:
+    def _entry(self, token: int, logprob: float) -> TopLogprob:
         return {"token": self.text(token), "logprob": logprob, "bytes": self.token_bytes(token)}
 
-    def chat(self, scored: list[TokenLogprob]) -> dict[str, Any]:
+    def chat(self, scored: list[ScoredToken]) -> ChatLogprobs:
         """Chat completions' `logprobs` object for these tokens."""
         return {"content": [{**self._entry(s.token, s.logprob),
                              "top_logprobs": [self._entry(t, lp) for t, lp in s.top]} for s in scored],
                 "refusal": None}
 
-    def legacy(self, scored: list[TokenLogprob], offset: int) -> tuple[dict[str, Any], int]:
+    def legacy(self, scored: list[ScoredToken], offset: int) -> tuple[TextLogprobs, int]:
         """The completions API's `logprobs` object for tokens whose text starts at `offset`
         in the answer, and the offset after them (offsets follow the tokens' own text)."""
         tokens = [self.text(s.token) for s in scored]

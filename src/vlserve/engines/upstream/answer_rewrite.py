@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlserve.engines.answer import THINK_CLOSE, THINK_OPEN, TOOL_OPEN, AnswerStream, parse_answer
+from vlserve.openai_types import Completion
 from vlserve.sse import frame, payload_of
 
 _TAGS = (TOOL_OPEN, THINK_OPEN, THINK_CLOSE)
@@ -24,12 +25,13 @@ def starts_in_reasoning(model: str) -> bool:
     return "thinking" in model.lower()
 
 
-def rewrite_completion(completion: dict[str, Any]) -> dict[str, Any]:
+def rewrite_completion(completion: Completion) -> Completion:
     """A non-streamed completion with raw tags in its content → OpenAI's fields."""
-    for choice in completion.get("choices") or []:
-        message = choice.get("message") or {}
-        content = message.get("content")
-        if not isinstance(content, str) or message.get("tool_calls") or not any(t in content for t in _TAGS):
+    for choice in completion["choices"]:
+        message = choice.get("message")
+        content = message.get("content") if message else None
+        if not message or not isinstance(content, str) or message.get("tool_calls") or \
+                not any(t in content for t in _TAGS):
             continue
         answer = parse_answer(content, in_reasoning=False, tools=True)
         choice["message"] = {**message, **answer.message()}

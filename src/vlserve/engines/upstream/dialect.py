@@ -15,11 +15,11 @@ sent again without it, and that replica is never sent it again (logged once).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from vlserve.engines.base import EngineRequest
 from vlserve.engines.upstream.replicas import Replica
 from vlserve.errors import ServiceError
+from vlserve.openai_types import EngineBody
 
 log = logging.getLogger("vlserve.upstream")
 
@@ -34,22 +34,23 @@ class UpstreamDialect:
         self._mm_form = mm_form
         self._guided = guided_decoding
 
-    def body_for(self, request: EngineRequest, replica: Replica) -> tuple[dict[str, Any], list[str]]:
+    def body_for(self, request: EngineRequest, replica: Replica) -> tuple[EngineBody, list[str]]:
         """The body to send this replica, and the names of the optional fields added to it."""
-        body = dict(request.body)
+        body = request.body.copy()
         added: list[str] = []
 
-        def add(name: str, value: Any) -> None:
-            if name not in body and name not in replica.refused_fields:
-                body[name] = value
-                added.append(name)
+        def may_add(name: str) -> bool:  # the client's own value wins; a refused field is not sent
+            if name in body or name in replica.refused_fields:
+                return False
+            added.append(name)
+            return True
 
-        if request.image_pixels and self._mm_form != "off":
+        if request.image_pixels and self._mm_form != "off" and may_add(MM_KWARGS):
             bounds = {"min_pixels": request.image_pixels[0], "max_pixels": request.image_pixels[1]}
-            add(MM_KWARGS, {"image": bounds} if self._mm_form == "lmdeploy" else bounds)
-        if request.json_schema is not None and self._guided:
-            add(RESPONSE_FORMAT, {"type": "json_schema",
-                                  "json_schema": {"name": "extraction", "schema": request.json_schema}})
+            body["mm_processor_kwargs"] = {"image": bounds} if self._mm_form == "lmdeploy" else bounds
+        if request.json_schema is not None and self._guided and may_add(RESPONSE_FORMAT):
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "extraction", "schema": request.json_schema}}
         return body, added
 
     def refused(self, replica: Replica, added: list[str], error: ServiceError) -> bool:

@@ -27,62 +27,74 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from dataclasses import dataclass
 
 import aiohttp
 import orjson
 
 from vlserve.config import Settings
-from vlserve.engines.base import EngineRequest, EngineStatus, EngineStream
+from vlserve.engines.base import EngineInfo, EngineRequest, EngineStatus, EngineStream
 from vlserve.engines.upstream.answer_rewrite import StreamRewriter, rewrite_completion
 from vlserve.engines.upstream.dialect import UpstreamDialect
 from vlserve.engines.upstream.errors import transport_error, upstream_error
-from vlserve.engines.upstream.lmdeploy_compat import check_completion
+from vlserve.engines.upstream.lmdeploy_compat import checked_completion
 from vlserve.engines.upstream.relay import StreamRelay
 from vlserve.engines.upstream.replicas import Lease, Replica, ReplicaSet
+from vlserve.engines.upstream.transport import AiohttpTransport, Transport, UpstreamResponse, UpstreamTimeouts
 from vlserve.errors import ErrorKind, ServiceError
+from vlserve.openai_types import Completion, EngineBody, Usage
 
 log = logging.getLogger("vlserve.upstream")
 
 
 _PATHS = {"chat": "/v1/chat/completions", "text": "/v1/completions"}
-# uvicorn, which LMDeploy, vLLM and this gateway run on, closes a connection after 5 s
-# idle. A pooled connection kept longer than that is reused just as the upstream closes
-# it, and the request fails though nothing is wrong: so none is reused after 4 s.
-KEEPALIVE_S = 4.0
+
+TransportFactory = Callable[[Settings], Transport]
 
 
-class _TryAgain(Exception):
-    """This attempt failed in a way another attempt may not (the replica is named in `take_out`)."""
+def aiohttp_transport(settings: Settings) -> Transport:
+    return AiohttpTransport(settings.upstream_max_connections)
 
-    def __init__(self, take_out: str | None) -> None:
-        super().__init__(take_out)
-        self.take_out = take_out
+
+# What one attempt on one replica came to (besides a 200, or a failure to pass on).
+@dataclass(frozen=True)
+class TryElsewhere:
+    """The replica failed in a way another may not: take it out, send the request elsewhere."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class SendAgain:
+    """The replica refused a field the gateway added: send it again without that field."""
+
+
+Outcome = UpstreamResponse | TryElsewhere | SendAgain
 
 
 class UpstreamEngine:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, transport: TransportFactory = aiohttp_transport) -> None:
         self._settings = settings
+        self._timeouts = UpstreamTimeouts.from_settings(settings)
         self.replicas = ReplicaSet(settings.upstream_base_url, settings.upstream_connect_timeout_s)
         self._dialect = UpstreamDialect(settings.upstream_mm_kwargs, settings.upstream_guided_decoding)
-        self._session: aiohttp.ClientSession | None = None
-        self._fresh_session: aiohttp.ClientSession | None = None  # new connections only: for resends
+        self._make_transport = transport
+        self._transport: Transport | None = None
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
-        limit = self._settings.upstream_max_connections
-        pooled = aiohttp.TCPConnector(limit=limit, keepalive_timeout=KEEPALIVE_S, enable_cleanup_closed=True)
-        fresh = aiohttp.TCPConnector(limit=limit, force_close=True, enable_cleanup_closed=True)
-        no_timeout = aiohttp.ClientTimeout(total=None)
-        self._session = aiohttp.ClientSession(connector=pooled, trust_env=False, timeout=no_timeout)
-        self._fresh_session = aiohttp.ClientSession(connector=fresh, trust_env=False, timeout=no_timeout)
-        self.replicas.start(self._session)
+        self._transport = self._make_transport(self._settings)
+        if self._transport.probe_session is not None:
+            self.replicas.start(self._transport.probe_session)
 
     async def close(self) -> None:
         self.replicas.close()
-        for session in (self._session, self._fresh_session):
-            if session:
-                await session.close()
+        if self._transport is not None:
+            await self._transport.close()
+
+    @property
+    def transport(self) -> Transport | None:
+        return self._transport
 
     async def wait_ready(self, timeout: float) -> bool:
         return await self.replicas.wait_ready(timeout)
@@ -94,7 +106,7 @@ class UpstreamEngine:
     def status(self) -> EngineStatus:
         states = [replica.state() for replica in self.replicas.replicas]
         ready = [state for state in states if state.ready]
-        info = {"engine": "upstream", "max_model_len": self._settings.max_model_len}
+        info: EngineInfo = {"engine": "upstream", "max_model_len": self._settings.max_model_len}
         if ready:
             models = list(dict.fromkeys(m for state in ready for m in state.models))
             return EngineStatus(True, "ready", models, states, info=info, max_model_len=self._settings.max_model_len)
@@ -102,11 +114,8 @@ class UpstreamEngine:
                             info=info)
 
     # --- requests ---------------------------------------------------------------------
-    async def complete(self, request: EngineRequest) -> dict[str, Any]:
-        # A non-streamed answer arrives whole: UPSTREAM_TIMEOUT_S bounds it all.
-        timeout = aiohttp.ClientTimeout(total=self._settings.upstream_timeout_s,
-                                        sock_connect=self._settings.upstream_connect_timeout_s)
-        resp, lease = await self._open(request, timeout, first_byte_s=self._settings.upstream_timeout_s)
+    async def complete(self, request: EngineRequest) -> Completion:
+        resp, lease = await self._open(request, stream=False)
         try:
             body = await _read(resp)
         finally:
@@ -116,17 +125,14 @@ class UpstreamEngine:
             completion = json.loads(body)
         except ValueError:
             raise ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine sent a response that is not JSON.") from None
-        check_completion(completion)
-        return rewrite_completion(completion) if request.kind == "chat" else completion
+        checked = checked_completion(completion)
+        return rewrite_completion(checked) if request.kind == "chat" else checked
 
     async def open_stream(self, request: EngineRequest) -> EngineStream:
-        settings = self._settings
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.upstream_connect_timeout_s,
-                                        sock_read=settings.upstream_idle_timeout_s)
-        deadline = time.monotonic() + settings.upstream_timeout_s
-        resp, lease = await self._open(request, timeout, first_byte_s=settings.upstream_first_byte_timeout_s)
+        deadline = time.monotonic() + self._timeouts.total_s
+        resp, lease = await self._open(request, stream=True)
 
-        def report(usage: dict[str, Any]) -> None:
+        def report(usage: Usage) -> None:
             stream.usage = usage
 
         rewriter = StreamRewriter(request.model) if request.kind == "chat" else None
@@ -135,8 +141,7 @@ class UpstreamEngine:
         stream.add_close_callback(lease.release)
         return stream
 
-    async def _open(self, request: EngineRequest, timeout: aiohttp.ClientTimeout,
-                    first_byte_s: float) -> tuple[aiohttp.ClientResponse, Lease]:
+    async def _open(self, request: EngineRequest, stream: bool) -> tuple[UpstreamResponse, Lease]:
         """A 200 response from a replica that serves the model, and the lease on it.
 
         The lease is given back here on every failure, cancellation included.
@@ -147,25 +152,26 @@ class UpstreamEngine:
             replica = lease.replica
             may_fail_over = not tried and self.replicas.others_ready(replica, request.model)
             try:
-                return await self._attempt(replica, request, timeout, first_byte_s, may_fail_over), lease
-            except _TryAgain as again:
-                lease.release()
-                if again.take_out is not None:
-                    self.replicas.take_out(replica, again.take_out)
-                    tried.append(replica)
+                outcome = await self._attempt(replica, request, stream, may_fail_over)
             except BaseException:
                 lease.release()
                 raise
+            if not isinstance(outcome, (TryElsewhere, SendAgain)):
+                return outcome, lease
+            lease.release()
+            if isinstance(outcome, TryElsewhere):
+                self.replicas.take_out(replica, outcome.reason)
+                tried.append(replica)
 
-    async def _attempt(self, replica: Replica, request: EngineRequest, timeout: aiohttp.ClientTimeout,
-                       first_byte_s: float, may_fail_over: bool) -> aiohttp.ClientResponse:
+    async def _attempt(self, replica: Replica, request: EngineRequest, stream: bool,
+                       may_fail_over: bool) -> Outcome:
         body, added = self._dialect.body_for(request, replica)
         try:
-            resp = await self._send(replica, _PATHS[request.kind], body, timeout, first_byte_s)
+            resp = await self._send(replica, _PATHS[request.kind], body, stream)
         except ServiceError as exc:
             # A timeout may still be running there: only a refused connection is sent twice.
             if exc.kind is ErrorKind.ENGINE_UNAVAILABLE and may_fail_over:
-                raise _TryAgain(take_out=exc.message) from None
+                return TryElsewhere(exc.message)
             raise
         if resp.status == 200:
             return resp
@@ -174,19 +180,19 @@ class UpstreamEngine:
         finally:
             resp.release()
         if resp.status >= 500 and may_fail_over:
-            raise _TryAgain(take_out=f"answered HTTP {resp.status}")
+            return TryElsewhere(f"answered HTTP {resp.status}")
         if self._dialect.refused(replica, added, error):
-            raise _TryAgain(take_out=None)  # the same request without what it refused
+            return SendAgain()
         raise error
 
-    async def _send(self, replica: Replica, path: str, body: dict[str, Any], timeout: aiohttp.ClientTimeout,
-                    first_byte_s: float) -> aiohttp.ClientResponse:
-        assert self._session is not None and self._fresh_session is not None, "start() first"
+    async def _send(self, replica: Replica, path: str, body: EngineBody, stream: bool) -> UpstreamResponse:
+        assert self._transport is not None, "start() first"
         url, data = f"{replica.base_url}{path}", _encoded(body)
+        timeout, first_byte_s = self._timeouts.client_timeout(stream), self._timeouts.first_byte(stream)
         try:
             async with asyncio.timeout(first_byte_s):
                 try:
-                    return await self._session.post(url, data=data, headers=_JSON, timeout=timeout)
+                    return await self._transport.post(url, data, timeout)
                 except aiohttp.ClientConnectorError:
                     raise  # nothing was sent: failing over is _open's decision
                 except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
@@ -196,15 +202,15 @@ class UpstreamEngine:
                     # 9.3.1); a generation has no effect beyond its answer.
                     log.info("upstream %s closed the connection before answering (%s); sending again",
                              replica.base_url, type(exc).__name__)
-                    return await self._fresh_session.post(url, data=data, headers=_JSON, timeout=timeout)
+                    return await self._transport.post(url, data, timeout, new_connection=True)
         except TimeoutError:
             raise ServiceError(ErrorKind.UPSTREAM_TIMEOUT, f"The model engine did not start answering within "
                                f"{first_byte_s:g} s.") from None
         except aiohttp.ClientError as exc:
             raise transport_error(exc) from None
 
-    async def _relay(self, resp: aiohttp.ClientResponse, deadline: float,
-                     report_usage: Callable[[dict[str, Any]], None],
+    async def _relay(self, resp: UpstreamResponse, deadline: float,
+                     report_usage: Callable[[Usage], None],
                      rewriter: StreamRewriter | None) -> AsyncIterator[bytes]:
         finished = False
         relay = StreamRelay(report_usage, rewriter)
@@ -235,10 +241,7 @@ class UpstreamEngine:
                 resp.close()
 
 
-_JSON = {"Content-Type": "application/json"}
-
-
-def _encoded(body: dict[str, Any]) -> bytes:
+def _encoded(body: EngineBody) -> bytes:
     """The request as JSON, by orjson: a 1 MB image's base64 takes it ~0.08 ms, json.dumps
     ~2 ms. orjson refuses integers beyond 64 bits, which a client may send (a seed, say):
     those requests go through json."""
@@ -248,7 +251,7 @@ def _encoded(body: dict[str, Any]) -> bytes:
         return json.dumps(body).encode()
 
 
-async def _read(resp: aiohttp.ClientResponse) -> bytes:
+async def _read(resp: UpstreamResponse) -> bytes:
     try:
         return await resp.read()
     except (aiohttp.ClientError, TimeoutError) as exc:

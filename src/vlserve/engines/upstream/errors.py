@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TypedDict
 
 import aiohttp
 
@@ -25,14 +25,14 @@ _STATUS_KINDS = {
 }
 
 
-def _parse(body: bytes) -> Any:
+def _parse(body: bytes) -> object:
     try:
         return json.loads(body)
     except ValueError:
         return None
 
 
-def upstream_message(data: Any, body: bytes) -> str:
+def upstream_message(data: object, body: bytes) -> str:
     """The human message from OpenAI's nested, LMDeploy's flat or FastAPI's `detail` errors."""
     if data is None:
         return body.decode("utf-8", "replace").strip()[:500]
@@ -52,12 +52,18 @@ def upstream_message(data: Any, body: bytes) -> str:
     return json.dumps(data)[:500]
 
 
-def _envelope_fields(data: Any) -> dict[str, Any]:
+class EnvelopeFields(TypedDict, total=False):
+    code: str
+    error_type: str
+    param: str
+
+
+def _envelope_fields(data: object) -> EnvelopeFields:
     """`code`, `param` and `type` of OpenAI's envelope, when the upstream sent them as strings."""
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
         return {}
-    fields: dict[str, Any] = {}
+    fields: EnvelopeFields = {}
     if isinstance(error.get("code"), str) and error["code"]:
         fields["code"] = error["code"]
     if isinstance(error.get("type"), str) and error["type"]:

@@ -14,20 +14,25 @@ and a recording of 0.18.0 (tests/fixtures/lmdeploy-0.18.0/):
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from vlserve.engines.upstream.errors import upstream_error
 from vlserve.errors import ErrorKind, ServiceError
+from vlserve.openai_types import Completion
 from vlserve.sse import payload_of
 
 MARKER = b'"error'  # in every event that may need translating; absent from ordinary chunks
 
 
-def check_completion(body: Any) -> None:
-    """Raise for a non-streamed 200 answer that is really a failure."""
+def checked_completion(body: object) -> Completion:
+    """A non-streamed 200 answer, checked to be a completion: raises for one that is really
+    a failure. Fields beyond the choices pass through as the engine wrote them."""
     if not isinstance(body, dict):
         raise ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine's answer was not a JSON object.")
-    choice = (body.get("choices") or [{}])[0] or {}
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+        raise ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine's answer had no list of choices.")
+    choice = choices[0] if choices else {}
     # A chat answer's text is in `message.content`, the completions API's in `text`.
     text = (choice.get("message") or {}).get("content") or choice.get("text")
     if choice.get("finish_reason") == "error":
@@ -37,6 +42,7 @@ def check_completion(body: Any) -> None:
         raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt ({usage.get('prompt_tokens', '?')} tokens, images "
                            "included) leaves no room to answer in the engine's context (its session length).",
                            param="messages")
+    return cast(Completion, body)
 
 
 def _error_event(payload: dict[str, Any]) -> ServiceError | None:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
 from vlserve.engines.upstream.answer_rewrite import StreamRewriter
 from vlserve.engines.upstream.lmdeploy_compat import MARKER, error_in_event
+from vlserve.openai_types import Usage, usage_from
 from vlserve.sse import EventSplitter, data_of, payload_of, split_keeping_ends
 
 # An event that carries a usage object (not `"usage": null`, which some engines send in
@@ -27,7 +27,7 @@ _USAGE = re.compile(rb'"usage"\s*:\s*\{')
 
 
 class StreamRelay:
-    def __init__(self, report_usage: Callable[[dict[str, Any]], None],
+    def __init__(self, report_usage: Callable[[Usage], None],
                  rewriter: StreamRewriter | None = None) -> None:
         self._splitter = EventSplitter()
         self._report_usage = report_usage
@@ -66,8 +66,9 @@ class StreamRelay:
             return error.sse_event()
         if _USAGE.search(event):
             payload = payload_of(event)
-            if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
-                self._report_usage(payload["usage"])
+            usage = usage_from(payload.get("usage")) if isinstance(payload, dict) else None
+            if usage is not None:
+                self._report_usage(usage)
         self._note_done(event)
         if rewriting and self._rewriter is not None:
             return self._rewriter.feed(event.strip())

@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any
+from typing import cast
 
 from vlserve.gateway.responses_api.output import (
+    OutputItem,
+    OutputText,
+    ReasoningText,
+    ResponseError,
+    ResponseObject,
+    ResponseUsage,
     function_call_item,
     message_item,
     new_id,
@@ -27,11 +33,12 @@ from vlserve.gateway.responses_api.output import (
     usage_of,
 )
 from vlserve.gateway.responses_api.request import ResponsesRequest
+from vlserve.openai_types import ChatLogprobs, Completion, Delta, TextLogprobs, TokenLogprob, ToolCall, usage_from
 from vlserve.sse import frame, iter_events
 
 
-def event_bytes(event: dict[str, Any]) -> bytes:
-    return frame(event, event=event["type"])
+def event_bytes(event: dict[str, object]) -> bytes:
+    return frame(event, event=str(event["type"]))
 
 
 class _OpenItem:
@@ -42,9 +49,9 @@ class _OpenItem:
         self.id = new_id({"reasoning": "rs", "message": "msg", "function_call": "fc"}[kind])
         self.call_id, self.name = call_id, name
         self.text = ""
-        self.logprobs: list[dict[str, Any]] = []
+        self.logprobs: list[TokenLogprob] = []
 
-    def item(self, status: str) -> dict[str, Any]:
+    def item(self, status: str) -> OutputItem:
         if self.kind == "reasoning":
             return reasoning_item(self.id, self.text, status)
         if self.kind == "message":
@@ -60,11 +67,11 @@ class ResponseEvents:
         self._request, self._model = request, model
         self._id, self._created = new_id("resp"), time.time()
         self._sequence = 0
-        self._output: list[dict[str, Any]] = []
+        self._output: list[OutputItem] = []
         self._open: _OpenItem | None = None
         self._calls: dict[int, _OpenItem] = {}  # the chat stream's tool-call index → its item
         self._finish: str | None = None
-        self._usage: dict[str, Any] | None = None
+        self._usage: ResponseUsage | None = None
 
     async def translate(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         yield self._event("response.created", response=self._response("in_progress"))
@@ -76,7 +83,7 @@ class ResponseEvents:
                 for out in self._failed(payload["error"]):
                     yield out
                 return
-            for out in self._chunk(payload):
+            for out in self._chunk(cast(Completion, payload)):  # a chunk of our own engine's stream
                 yield out
         else:  # the engine's stream ended without [DONE]: an error event would have said why
             for out in self._failed({"message": "The engine's stream ended before it was complete.",
@@ -89,26 +96,25 @@ class ResponseEvents:
         yield self._event(f"response.{status}", response=self._response("completed"))
 
     # --- chat chunks → events -----------------------------------------------------------
-    def _chunk(self, payload: dict[str, Any]) -> list[bytes]:
+    def _chunk(self, payload: Completion) -> list[bytes]:
         if payload.get("usage"):
-            self._usage = usage_of(payload["usage"])
+            self._usage = usage_of(usage_from(payload.get("usage")))
         out: list[bytes] = []
         for choice in payload.get("choices") or []:
             if choice.get("index", 0) != 0:
                 continue  # the Responses API has one answer
-            delta = choice.get("delta") or {}
+            delta: Delta = choice.get("delta") or {}
             reasoning = reasoning_of(delta)
             if reasoning:
                 out += self._text("reasoning", reasoning, None)
-            if delta.get("content"):
-                out += self._text("message", delta["content"], choice.get("logprobs"))
+            if content := delta.get("content"):
+                out += self._text("message", content, choice.get("logprobs"))
             for call in delta.get("tool_calls") or []:
                 out += self._tool_call(call)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
+            self._finish = choice.get("finish_reason") or self._finish
         return out
 
-    def _text(self, kind: str, text: str, logprobs: dict[str, Any] | None) -> list[bytes]:
+    def _text(self, kind: str, text: str, logprobs: ChatLogprobs | TextLogprobs | None) -> list[bytes]:
         out = [] if self._open and self._open.kind == kind else [*self._close(), *self._begin(_OpenItem(
             kind, len(self._output)))]
         item = self._open
@@ -121,7 +127,7 @@ class ResponseEvents:
         item.logprobs += scored
         return [*out, self._event("response.output_text.delta", **common, logprobs=scored)]
 
-    def _tool_call(self, call: dict[str, Any]) -> list[bytes]:
+    def _tool_call(self, call: ToolCall) -> list[bytes]:
         index = call.get("index", 0)
         function = call.get("function") or {}
         out: list[bytes] = []
@@ -142,7 +148,9 @@ class ResponseEvents:
         self._open = item
         self._output.append(item.item("in_progress"))
         out = [self._event("response.output_item.added", output_index=item.index, item=item.item("in_progress"))]
-        part = {"reasoning": {"type": "reasoning_text", "text": ""}, "message": text_part("", [])}.get(item.kind)
+        part: OutputText | ReasoningText | None = (
+            ReasoningText(type="reasoning_text", text="") if item.kind == "reasoning"
+            else text_part("", []) if item.kind == "message" else None)
         if part is not None:
             out.append(self._event("response.content_part.added", item_id=item.id, output_index=item.index,
                                    content_index=0, part=part))
@@ -157,19 +165,19 @@ class ResponseEvents:
             out = [self._event("response.function_call_arguments.done", **where, name=item.name,
                                arguments=item.text)]
         elif item.kind == "reasoning":
-            part = {"type": "reasoning_text", "text": item.text}
             out = [self._event("response.reasoning_text.done", **where, content_index=0, text=item.text),
-                   self._event("response.content_part.done", **where, content_index=0, part=part)]
+                   self._event("response.content_part.done", **where, content_index=0,
+                               part=ReasoningText(type="reasoning_text", text=item.text))]
         else:
-            part = text_part(item.text, item.logprobs)
             out = [self._event("response.output_text.done", **where, content_index=0, text=item.text,
                                logprobs=item.logprobs),
-                   self._event("response.content_part.done", **where, content_index=0, part=part)]
+                   self._event("response.content_part.done", **where, content_index=0,
+                               part=text_part(item.text, item.logprobs))]
         done = item.item("completed")
         self._output[item.index] = done
         return [*out, self._event("response.output_item.done", output_index=item.index, item=done)]
 
-    def _failed(self, error: dict[str, Any]) -> list[bytes]:
+    def _failed(self, error: dict[str, object]) -> list[bytes]:
         code = error.get("code")
         message = str(error.get("message") or "The engine failed.")
         code = str(code) if code is not None else "server_error"
@@ -180,12 +188,12 @@ class ResponseEvents:
                     "failed", error={"code": failed_code, "message": message}))]
 
     # --- framing ------------------------------------------------------------------------
-    def _response(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _response(self, status: str, error: ResponseError | None = None) -> ResponseObject:
         return response_object(self._request, self._id, self._created, self._model, status=status,
                                output=list(self._output), usage=self._usage if status == "completed" else None,
                                finish_reason=self._finish, error=error)
 
-    def _event(self, kind: str, **fields: Any) -> bytes:
+    def _event(self, kind: str, **fields: object) -> bytes:
         event = {"type": kind, "sequence_number": self._sequence, **fields}
         self._sequence += 1
         return event_bytes(event)

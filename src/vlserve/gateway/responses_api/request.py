@@ -12,11 +12,15 @@ too). Whatever cannot be served here is a 400 that names the field.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vlserve.errors import ErrorKind, ServiceError
+from vlserve.openai_types import ChatMessage, ContentPart, FunctionSpec, MediaURL, Tool, ToolCall
+
+# A client's JSON before it is checked: every value is narrowed before it is used.
+ClientJSON = dict[str, object]
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
@@ -35,26 +39,26 @@ class ResponsesRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     model: str
-    input: str | list[dict[str, Any]]
+    input: str | list[ClientJSON]
     instructions: str | None = None
     max_output_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     top_logprobs: int | None = Field(None, ge=0, le=20)
     stream: bool = False
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ClientJSON] | None = None
+    tool_choice: str | ClientJSON | None = None
     parallel_tool_calls: bool | None = None
-    text: dict[str, Any] | None = None
-    reasoning: dict[str, Any] | None = None
+    text: ClientJSON | None = None
+    reasoning: ClientJSON | None = None
     include: list[str] | None = None
     store: bool | None = None
     metadata: dict[str, str] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     previous_response_id: str | None = None
-    conversation: str | dict[str, Any] | None = None
+    conversation: str | ClientJSON | None = None
     background: bool | None = None
-    prompt: dict[str, Any] | None = None
+    prompt: ClientJSON | None = None
 
     @property
     def wants_logprobs(self) -> bool:
@@ -65,12 +69,13 @@ def _bad(message: str, param: str) -> ServiceError:
     return ServiceError(ErrorKind.BAD_REQUEST, message, param=param)
 
 
-def to_chat_request(request: ResponsesRequest) -> dict[str, Any]:
+def to_chat_request(request: ResponsesRequest) -> ClientJSON:
     """The chat completion body for this Responses request (validated by the caller)."""
     _refuse_unservable(request)
     # Unknown fields (an engine's own options: top_k, repetition_penalty, ...) pass through.
-    body: dict[str, Any] = {key: value for key, value in (request.model_extra or {}).items()
+    body: ClientJSON = {key: value for key, value in (request.model_extra or {}).items()
                             if key not in _ACCEPTED_ONLY | _SET_BY_TRANSLATION}
+    # The caller validates the result as a chat request (ChatCompletionRequest).
     body.update(model=request.model, messages=_messages(request), stream=request.stream)
     if request.stream:
         body["stream_options"] = {"include_usage": True}  # the final event carries usage
@@ -117,8 +122,8 @@ def _refuse_unservable(request: ResponsesRequest) -> None:
                    "(reasoning.encrypted_content is accepted: reasoning is sent in the clear).", "include")
 
 
-def _messages(request: ResponsesRequest) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
+def _messages(request: ResponsesRequest) -> list[ChatMessage]:
+    messages: list[ChatMessage] = []
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
     if isinstance(request.input, str):
@@ -131,15 +136,15 @@ def _messages(request: ResponsesRequest) -> list[dict[str, Any]]:
     return messages
 
 
-def _add_item(messages: list[dict[str, Any]], item: Any, where: str) -> None:
+def _add_item(messages: list[ChatMessage], item: object, where: str) -> None:
     if not isinstance(item, dict):
         raise _bad(f"{where} must be an object (a message or an output item).", where)
     kind = item.get("type") or ("message" if "role" in item else None)
     if kind == "message":
         messages.append(_message(item, where))
     elif kind == "function_call":
-        call = {"id": _text_field(item, "call_id", where), "type": "function",
-                "function": {"name": _text_field(item, "name", where), "arguments": _arguments(item, where)}}
+        call: ToolCall = {"id": _text_field(item, "call_id", where), "type": "function",
+                          "function": {"name": _text_field(item, "name", where), "arguments": _arguments(item, where)}}
         last = messages[-1] if messages else None
         if last and last["role"] == "assistant":
             # The text and calls of one answer (or parallel calls) are one assistant turn.
@@ -159,7 +164,7 @@ def _add_item(messages: list[dict[str, Any]], item: Any, where: str) -> None:
                    "function_call_output items.", f"{where}.type")
 
 
-def _arguments(item: dict[str, Any], where: str) -> str:
+def _arguments(item: ClientJSON, where: str) -> str:
     """A call's arguments as the JSON text the model wrote (an object is written out)."""
     arguments = item.get("arguments")
     if arguments is None or arguments == "":
@@ -171,7 +176,7 @@ def _arguments(item: dict[str, Any], where: str) -> str:
     raise _bad(f"{where}.arguments must be a JSON string (or an object).", f"{where}.arguments")
 
 
-def _text_field(item: dict[str, Any], name: str, where: str) -> str:
+def _text_field(item: ClientJSON, name: str, where: str) -> str:
     value = item.get(name)
     if not isinstance(value, str) or not value:
         raise _bad(f"{where}.{name} is required (a string).", f"{where}.{name}")
@@ -181,9 +186,9 @@ def _text_field(item: dict[str, Any], name: str, where: str) -> str:
 _ROLES = {"user", "assistant", "system", "developer"}
 
 
-def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
+def _message(item: ClientJSON, where: str) -> ChatMessage:
     role = item.get("role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:
         raise _bad(f"{where}.role must be one of {', '.join(sorted(_ROLES))}.", f"{where}.role")
     content = item.get("content")
     if isinstance(content, str):
@@ -193,8 +198,10 @@ def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
     return {"role": role, "content": [_part(part, f"{where}.content[{index}]") for index, part in enumerate(content)]}
 
 
-def _part(part: Any, where: str) -> dict[str, Any]:
-    kind = part.get("type") if isinstance(part, dict) else None
+def _part(part: object, where: str) -> ContentPart:
+    if not isinstance(part, dict):
+        raise _bad(f"{where} must be an object (a content part).", f"{where}.type")
+    kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):
         return {"type": "text", "text": str(part.get("text") or "")}
     if kind == "refusal":
@@ -206,15 +213,15 @@ def _part(part: Any, where: str) -> dict[str, Any]:
         url = part.get("image_url")
         if not isinstance(url, str) or not url:
             raise _bad(f"{where}.image_url is required: an http(s) URL or a data URL.", f"{where}.image_url")
-        image: dict[str, Any] = {"url": url}
-        if part.get("detail") in ("low", "high", "auto"):
-            image["detail"] = part["detail"]
+        image: MediaURL = {"url": url}
+        if (detail := part.get("detail")) in ("low", "high", "auto"):
+            image["detail"] = str(detail)
         return {"type": "image_url", "image_url": image}
     raise _bad(f"{where}: content parts of type {kind!r} are not supported; use input_text and input_image.",
                f"{where}.type")
 
 
-def _tool_output(output: Any, where: str) -> str:
+def _tool_output(output: object, where: str) -> str:
     """A function's result, as the text the model reads."""
     if isinstance(output, str):
         return output
@@ -231,19 +238,22 @@ def _tool_output(output: Any, where: str) -> str:
     return json.dumps(output, ensure_ascii=False)
 
 
-def _tool(index: int, tool: dict[str, Any]) -> dict[str, Any]:
+def _tool(index: int, tool: ClientJSON) -> Tool:
     where = f"tools[{index}]"
     if tool.get("type") != "function":
         raise _bad(f"{where}: tools of type {tool.get('type')!r} are not available here (no hosted tools); "
                    "use function tools.", f"{where}.type")
-    function: dict[str, Any] = {"name": _text_field(tool, "name", where)}
-    for key in ("description", "parameters", "strict"):
-        if tool.get(key) is not None:
-            function[key] = tool[key]
+    function: FunctionSpec = {"name": _text_field(tool, "name", where)}
+    if isinstance(description := tool.get("description"), str):
+        function["description"] = description
+    if isinstance(parameters := tool.get("parameters"), dict):
+        function["parameters"] = parameters
+    if isinstance(strict := tool.get("strict"), bool):
+        function["strict"] = strict
     return {"type": "function", "function": function}
 
 
-def _tool_choice(choice: str | dict[str, Any]) -> Any:
+def _tool_choice(choice: str | ClientJSON) -> str | ClientJSON:
     if isinstance(choice, str):
         if choice not in ("none", "auto", "required"):
             raise _bad("tool_choice must be none, auto, required or a function.", "tool_choice")
@@ -254,7 +264,7 @@ def _tool_choice(choice: str | dict[str, Any]) -> Any:
                '({"type": "function", "name": ...}).', "tool_choice")
 
 
-def _response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
+def _response_format(text: ClientJSON | None) -> ClientJSON | None:
     fmt = (text or {}).get("format")
     if not fmt:
         return None
@@ -267,7 +277,7 @@ def _response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
     if kind == "json_schema":
         if not isinstance(fmt.get("schema"), dict):
             raise _bad("text.format.schema is required for json_schema (a JSON Schema object).", "text.format.schema")
-        schema = {"name": fmt.get("name") or "answer", "schema": fmt["schema"]}
+        schema: ClientJSON = {"name": fmt.get("name") or "answer", "schema": fmt["schema"]}
         if fmt.get("strict") is not None:
             schema["strict"] = fmt["strict"]
         return {"type": "json_schema", "json_schema": schema}
