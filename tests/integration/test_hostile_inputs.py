@@ -14,8 +14,9 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.host_spellings import all_spellings, dotted
+
 from ..servers import ServerProcess
-from ..unit.host_spellings import all_spellings, dotted
 from ..waiting import eventually
 from .conftest import png_bytes
 

@@ -152,7 +152,7 @@ def test_analyze_errors(gateway, body, status):
     ("empty.png", b"", 400),
 ])
 def test_hostile_uploads_are_4xx_and_the_service_keeps_serving(gateway, name, data, status):
-    from ..unit.media_helpers import jpeg, png_bomb
+    from tests.media_helpers import jpeg, png_bomb
     if data is None:
         data = png_bomb()
     elif data == "truncated":

@@ -13,10 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.media_helpers import encode, policy
 from vlserve.errors import ServiceError
 from vlserve.media import MediaNormalizer
-
-from .media_helpers import encode, policy
 
 # 400 examples each in CI (a few seconds); the "fuzz" profile's count when it is larger.
 FUZZ = settings(max_examples=max(400, settings.default.max_examples), deadline=None,

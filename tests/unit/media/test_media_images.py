@@ -10,29 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.media_helpers import encode, from_bytes, halves, jpeg, with_orientation
 from vlserve.errors import ServiceError
 from vlserve.media import ImageHints, PixelBudget, smart_resize
 from vlserve.media.jpeg import decode_scaled
-
-from .media_helpers import encode, from_bytes, jpeg
 
 BUDGET = PixelBudget(32, 65_536, 1280 * 32 * 32)
 
 
 def decoded(image) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(image.data_url.split(",", 1)[1])))
-
-
-def with_orientation(img: Image.Image, orientation: int) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return encode(img, "JPEG", exif=exif.tobytes(), quality=95)
-
-
-def halves(size=(40, 20), left=(255, 0, 0), right=(0, 0, 255)) -> Image.Image:
-    img = Image.new("RGB", size, right)
-    img.paste(left, (0, 0, size[0] // 2, size[1]))
-    return img
 
 
 def test_exif_orientation_is_applied_and_sizes_are_the_users():

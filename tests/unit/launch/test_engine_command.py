@@ -13,7 +13,7 @@ from vlserve.launch.engine_command import LmdeployHelp, accepted_flags, engine_c
 ALL = LmdeployHelp(frozenset({
     "--backend", "--tp", "--server-name", "--server-port", "--session-len", "--distributed-executor-backend",
     "--model-name", "--log-level", "--disable-metrics", "--cache-max-entry-count", "--max-batch-size"}))
-HELP = Path(__file__).parents[1] / "fixtures" / "lmdeploy-help"
+HELP = Path(__file__).parents[2] / "fixtures" / "lmdeploy-help"
 
 
 def settings(**overrides) -> Settings:

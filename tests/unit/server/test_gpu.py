@@ -12,7 +12,7 @@ from vlserve.server.gpu import GpuMonitor
 
 pytestmark = pytest.mark.contract
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "nvml" / "h200-lmdeploy.json"
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "nvml" / "h200-lmdeploy.json"
 
 
 class NVMLError_NotSupported(Exception):

@@ -4,10 +4,9 @@ import json
 
 from PIL import Image
 
+from tests.media_helpers import with_orientation
 from vlserve.tools.batch import collect_sources, completed_work, drawn_path
 from vlserve.tools.drawing import draw_result
-
-from .test_media_images import with_orientation
 
 
 def test_sources_from_folders_lists_and_urls(tmp_path):

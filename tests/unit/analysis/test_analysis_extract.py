@@ -13,6 +13,8 @@ import base64
 import pytest
 from aiohttp import web
 
+from tests.local_site import serve_app
+from tests.media_helpers import png
 from vlserve.admission import Admission
 from vlserve.analysis import TaskInput
 from vlserve.config import Settings
@@ -24,9 +26,6 @@ from vlserve.gateway.observation import Observation
 from vlserve.gateway.oneshot import analyze
 from vlserve.gateway.request_builder import RequestBuilder
 from vlserve.media import MediaNormalizer, MediaPolicy
-
-from ..local_site import serve_app
-from .media_helpers import png
 
 SCHEMA = {"type": "object", "properties": {"total": {"type": "number"}, "currency": {"type": "string"}},
           "required": ["total", "currency"], "additionalProperties": False}

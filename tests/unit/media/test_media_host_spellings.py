@@ -16,12 +16,11 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.host_spellings import DOTS, all_spellings, dotted, ipv6_forms, numeric_forms
+from tests.media_helpers import png, policy
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.media import MediaNormalizer, make_fetch_session
 from vlserve.media.policy import is_public
-
-from .host_spellings import DOTS, all_spellings, dotted, ipv6_forms, numeric_forms
-from .media_helpers import png, policy
 
 PRIVATE = ["127.0.0.1", "10.1.2.3", "169.254.169.254", "192.168.0.1", "172.16.5.4", "100.64.0.1", "0.0.0.0"]
 

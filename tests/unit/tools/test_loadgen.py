@@ -14,9 +14,8 @@ import json
 import pytest
 from aiohttp import web
 
+from tests.local_site import serve_app
 from vlserve.tools.loadgen import BenchConfig, LoadGenerator, percentile
-
-from ..local_site import serve_app
 
 FIRST_S, GAP_S, TOKENS = 0.12, 0.03, 10
 

@@ -12,12 +12,11 @@ import json
 import pytest
 from aiohttp import web
 
+from tests.local_site import serve_app
 from vlserve.config import Settings
 from vlserve.engines.base import EngineRequest
 from vlserve.engines.upstream.engine import UpstreamEngine
 from vlserve.errors import ErrorKind, ServiceError
-
-from ..local_site import serve_app
 
 SERVED = web.AppKey("served", list)
 CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'

@@ -12,11 +12,10 @@ import json
 import pytest
 from aiohttp import web
 
+from tests.local_site import serve_app
 from vlserve.config import Settings
 from vlserve.engines.base import EngineRequest
 from vlserve.engines.upstream.engine import UpstreamEngine
-
-from ..local_site import serve_app
 
 RAW = {"qwen3-vl": ["Let me look. ", "<tool_call>", '\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n',
                     "</tool_call>"],

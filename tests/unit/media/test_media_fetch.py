@@ -12,11 +12,10 @@ import socket
 import pytest
 from aiohttp import abc, web
 
+from tests.local_site import serve_app
+from tests.media_helpers import png, policy
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.media import MediaNormalizer, make_fetch_session
-
-from ..local_site import serve_app
-from .media_helpers import png, policy
 
 ALLOW_LOOPBACK = {"MEDIA_ALLOW_PRIVATE_HOSTS": "127.0.0.1"}
 

@@ -45,3 +45,15 @@ def normalize(ref: str, hints: ImageHints = ImageHints(), **overrides):
 
 def from_bytes(data: bytes, hints: ImageHints = ImageHints(), **overrides):
     return asyncio.run(MediaNormalizer(policy(**overrides)).image_from_bytes(data, hints))
+
+
+def with_orientation(img: Image.Image, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(img, "JPEG", exif=exif.tobytes(), quality=95)
+
+
+def halves(size=(40, 20), left=(255, 0, 0), right=(0, 0, 255)) -> Image.Image:
+    img = Image.new("RGB", size, right)
+    img.paste(left, (0, 0, size[0] // 2, size[1]))
+    return img

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.media_helpers import from_bytes, halves, jpeg, with_orientation
 from vlserve.analysis import TaskInput, parse_result
 from vlserve.analysis.geometry import to_model_box, to_pixels_box
 from vlserve.media import ImageHints
-
-from .media_helpers import from_bytes, jpeg
-from .test_media_images import halves, with_orientation
 
 SIZES = [(640, 480), (1920, 1080), (4000, 3000), (333, 777), (5000, 700)]
 RESIZE = [{}, {"MEDIA_DOWNSCALE": "false"}, {"MEDIA_IMAGE_MAX_PIXELS": "262144"}]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
+from tests.media_helpers import png
 from vlserve.config import Settings
 from vlserve.engines.base import EngineStatus
 from vlserve.engines.upstream.dialect import UpstreamDialect
@@ -17,8 +18,6 @@ from vlserve.gateway.catalog import ModelCatalog
 from vlserve.gateway.request_builder import RequestBuilder
 from vlserve.gateway.schemas import ChatCompletionRequest
 from vlserve.media import MediaNormalizer, MediaPolicy
-
-from .media_helpers import png
 
 
 class OneModel:

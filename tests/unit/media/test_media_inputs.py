@@ -10,10 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.media_helpers import jpeg, normalize, png, png_bomb, policy
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.media import MediaNormalizer, decode_base64, parse_data_url
-
-from .media_helpers import jpeg, normalize, png, png_bomb, policy
 
 
 def kind_of(ref: str, **overrides) -> ErrorKind:
