@@ -25,16 +25,20 @@ from PIL import Image, UnidentifiedImageError
 
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.media.encoding import to_data_url, too_large
+from vlserve.media.header import (
+    ACCEPTED_FORMATS,
+    SWAPS_SIDES,
+    Header,
+    check_tiles,
+    exif_orientation,
+    open_image,
+    probe_header,
+)
 from vlserve.media.jpeg import decode_scaled
-from vlserve.media.memory import DecodeMemory, peak_bytes_per_pixel
+from vlserve.media.memory import DecodeMemory
 from vlserve.media.policy import MediaPolicy, PixelBudget
 from vlserve.media.sizing import downscale_target, smart_resize
 
-# Pillow format name → MIME type, for every format we accept.
-ACCEPTED_FORMATS = {
-    "JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
-    "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff", "AVIF": "image/avif",
-}
 # Formats every engine reads, forwarded untouched when nothing else needs doing.
 PASS_THROUGH_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
 LOSSY_FORMATS = {"JPEG", "MPO", "WEBP", "AVIF"}
@@ -42,12 +46,6 @@ JPEG_QUALITY = 95
 REDUCING_GAP = 3.0  # shrink by whole factors (cheap box filter) down to 3x the target, then resample
 LEFT_TO_ENGINE_UP_TO = 2.0  # x the budget's pixels: shrunk by the engine, not here (see above)
 VERIFY_SCALE = 8  # a JPEG sent as it is is checked by decoding it at 1/8 scale (see _verify)
-_EXIF_ORIENTATION = 0x0112
-_SWAPS_SIDES = {5, 6, 7, 8}
-
-# Leading bytes of the accepted formats.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
-
 
 @dataclass(frozen=True)
 class NormalizedImage:
@@ -63,81 +61,21 @@ class NormalizedImage:
     budget: PixelBudget  # the pixel budget it was prepared for (engines are told the same)
 
 
-def looks_like_image(data: bytes) -> bool:
-    return data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or \
-        (data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"))
-
-
-@dataclass(frozen=True)
-class ImageProbe:
-    """What an image's header says, before any pixel is decoded."""
-
-    width: int          # upright
-    height: int
-    visual_tokens: int  # what the model will spend on it under the budget
-    decode_bytes: int   # memory its decoding and resizing may hold at once
-
-
-def probe_image(data: bytes, policy: MediaPolicy, budget: PixelBudget) -> ImageProbe | None:
-    """The header's facts; None when the header can't be read (prepare_image says why)."""
-    try:
-        with open_image(data) as img:
-            raw_w, raw_h = img.size
-            orientation = _orientation(img)
-            per_pixel, scalable = peak_bytes_per_pixel(img)
-            check_tiles(img)
-    except Exception:
-        return None
-    width, height = (raw_h, raw_w) if orientation in _SWAPS_SIDES else (raw_w, raw_h)
-    try:
-        target = smart_resize(height, width, budget)
-    except ServiceError:
-        return None
-    factor = budget.factor
-    # A baseline JPEG over the budget is decoded at 1/2, 1/4 or 1/8 scale (draft).
-    scale = 1
-    if scalable and target[0] * target[1] < height * width:
-        while scale < 8 and (height // (scale * 2)) >= target[0] and (width // (scale * 2)) >= target[1]:
-            scale *= 2
-    decode = raw_w * raw_h * per_pixel // (scale * scale)
-    return ImageProbe(width, height, target[0] * target[1] // (factor * factor), decode)
-
-
-_OPENERS = [fmt for fmt in ACCEPTED_FORMATS if fmt != "MPO"]  # Pillow's JPEG opener yields MPO itself
-
-
-def open_image(data: bytes) -> Image.Image:
-    """Pillow's decoder for the accepted formats only (no other plugin sees client bytes)."""
-    return Image.open(io.BytesIO(data), formats=_OPENERS)
-
-
-def check_tiles(img: Image.Image) -> None:
-    """A TIFF whose tiles or strips are far larger than the image makes libtiff allocate
-    a whole tile however small the picture: refused."""
-    if img.format != "TIFF":
-        return
-    width, height = img.size
-    tags = getattr(img, "tag_v2", {})
-    tile = int(tags.get(_TILE_WIDTH) or 0) * int(tags.get(_TILE_LENGTH) or 0)
-    strip = min(int(tags.get(_ROWS_PER_STRIP) or 0), height) * width  # 2**32-1 means "one strip"
-    if max(tile, strip) > 2 * width * height + 65536:
-        raise ServiceError(ErrorKind.INVALID_IMAGE, "The TIFF's tiles or strips are far larger than the image; "
-                           "it is refused.")
-
-
-_TILE_WIDTH, _TILE_LENGTH, _ROWS_PER_STRIP = 322, 323, 278
-
-
 def prepare_image(data: bytes, policy: MediaPolicy, budget: PixelBudget,
-                  memory: DecodeMemory | None = None) -> NormalizedImage:
-    if len(data) > policy.max_image_bytes:
-        raise too_large("The image", policy.max_image_bytes)
-    if not data:
-        raise ServiceError(ErrorKind.INVALID_IMAGE, "The image is empty.")
-    probe = probe_image(data, policy, budget)
-    cost = probe.decode_bytes if probe is not None else len(data)
+                  memory: DecodeMemory | None = None, header: Header | None = None) -> NormalizedImage:
+    """`header`: the one read_header() already made of these bytes, if any (it is closed here)."""
     try:
-        with (memory.hold(cost) if memory is not None else contextlib.nullcontext()), open_image(data) as img:
+        if len(data) > policy.max_image_bytes:
+            raise too_large("The image", policy.max_image_bytes)
+        if not data:
+            raise ServiceError(ErrorKind.INVALID_IMAGE, "The image is empty.")
+        img = header.image if header is not None and header.image is not None else None
+        if img is None:
+            img = open_image(data)  # raises for what is not an image we can read: said below
+            header = Header(img, probe_header(img, budget))
+        probe = header.probe if header is not None else None
+        cost = probe.decode_bytes if probe is not None else len(data)
+        with (memory.hold(cost) if memory is not None else contextlib.nullcontext()), img:
             return _prepare_open(img, data, policy, budget)
     except ServiceError:
         raise
@@ -148,6 +86,9 @@ def prepare_image(data: bytes, policy: MediaPolicy, budget: PixelBudget,
         raise ServiceError(ErrorKind.UNSUPPORTED_MEDIA, "The data is not an image in a format we can read.") from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... on corrupt data
         raise ServiceError(ErrorKind.INVALID_IMAGE, f"The image could not be decoded ({type(exc).__name__}).") from None
+    finally:
+        if header is not None:
+            header.close()  # a refusal before decoding still lets go of the opened header
 
 
 def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: PixelBudget) -> NormalizedImage:
@@ -160,8 +101,8 @@ def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: Pi
     if raw_w * raw_h > policy.max_pixels:
         raise ServiceError(ErrorKind.TOO_LARGE, f"The image is {raw_w}x{raw_h} pixels; the limit is "
                            f"{policy.max_pixels:,} pixels (MEDIA_MAX_PIXELS).")
-    orientation = _orientation(img)
-    width, height = (raw_h, raw_w) if orientation in _SWAPS_SIDES else (raw_w, raw_h)
+    orientation = exif_orientation(img)
+    width, height = (raw_h, raw_w) if orientation in SWAPS_SIDES else (raw_w, raw_h)
     target = downscale_target(height, width, budget) if policy.downscale else None
     if target is None:
         smart_resize(height, width, budget)  # the aspect-ratio check, even when not resizing
@@ -179,7 +120,7 @@ def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: Pi
     if target is not None and jpeg:
         # Let the JPEG decoder skip detail we are about to throw away: any eighth scale
         # when the file decodes cleanly, else Pillow's 1/2, 1/4 or 1/8.
-        raw_target = (target[1], target[0]) if orientation not in _SWAPS_SIDES else (target[0], target[1])
+        raw_target = (target[1], target[0]) if orientation not in SWAPS_SIDES else (target[0], target[1])
         scaled = decode_scaled(data, raw_target, img.mode)
         if scaled is not None:
             img = scaled
@@ -224,7 +165,7 @@ def _upright_rgb(img: Image.Image, target: tuple[int, int] | None, orientation: 
     elif img.mode in ("I;16", "I;16B", "I;16L", "I"):
         img = _replace(img, _to_rgb(img))  # to 8-bit first: smaller, and every filter takes it
     if target is not None:
-        raw_target = (target[0], target[1]) if orientation in _SWAPS_SIDES else (target[1], target[0])
+        raw_target = (target[0], target[1]) if orientation in SWAPS_SIDES else (target[1], target[0])
         factor = int(min(img.width / raw_target[0], img.height / raw_target[1]) / REDUCING_GAP)
         if factor > 1:
             img = _replace(img, _reduce_in_bands(img, factor))
@@ -253,18 +194,6 @@ def _reduce_in_bands(img: Image.Image, factor: int) -> Image.Image:
         band = img.crop((0, top, width * factor, min(top + step, height * factor)))
         out.paste(band.reduce(factor), (0, top // factor))
     return out
-
-
-def _orientation(img: Image.Image) -> int:
-    if img.format == "PNG" and "exif" not in img.info:
-        # Pillow's PNG getexif() decodes the whole image to look for an eXIf chunk after the
-        # pixels; the PNG spec puts it before them, where `info` already has it.
-        return 1
-    try:
-        value = img.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # unreadable EXIF is no reason to refuse the picture
-        return 1
-    return value if value in range(1, 9) else 1
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -13,7 +13,8 @@ import aiohttp
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.media.encoding import decode_base64, parse_data_url, too_large
 from vlserve.media.fetch import fetch
-from vlserve.media.images import NormalizedImage, looks_like_image, prepare_image, probe_image
+from vlserve.media.header import Header, looks_like_image, read_header
+from vlserve.media.images import NormalizedImage, prepare_image
 from vlserve.media.local_files import read_local, refused
 from vlserve.media.memory import DecodeMemory
 from vlserve.media.policy import ImageHints, MediaPolicy
@@ -46,8 +47,10 @@ class MediaNormalizer:
     async def image(self, ref: str, hints: ImageHints = ImageHints()) -> NormalizedImage:
         return (await self.images([ref], [hints]))[0]
 
-    async def image_from_bytes(self, data: bytes, hints: ImageHints = ImageHints()) -> NormalizedImage:
-        image = await self._in_pool(prepare_image, data, self.policy, self.policy.budget_for(hints), self.memory)
+    async def image_from_bytes(self, data: bytes, hints: ImageHints = ImageHints(),
+                               header: Header | None = None) -> NormalizedImage:
+        image = await self._in_pool(prepare_image, data, self.policy, self.policy.budget_for(hints), self.memory,
+                                    header)
         if self._on_image is not None:
             self._on_image(image)
         return image
@@ -61,18 +64,22 @@ class MediaNormalizer:
         """
         hints = list(hints or [ImageHints()] * len(sources))
         datas = await asyncio.gather(*(self._load_image(source) for source in sources))
-        if max_visual_tokens is not None:
-            probes = await asyncio.gather(*(
-                self._in_pool(probe_image, data, self.policy, self.policy.budget_for(hint))
-                for data, hint in zip(datas, hints, strict=True)))
-            needed = sum(probe.visual_tokens for probe in probes if probe is not None)
+        headers: list[Header | None] = [None] * len(datas)
+        if max_visual_tokens is not None:  # each header is read once: here, and handed on
+            headers = list(await asyncio.gather(*(
+                self._in_pool(read_header, data, self.policy.budget_for(hint))
+                for data, hint in zip(datas, hints, strict=True))))
+            needed = sum(h.probe.visual_tokens for h in headers if h is not None and h.probe is not None)
             if needed >= max_visual_tokens:
+                for header in headers:
+                    if header is not None:
+                        header.close()
                 raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The request's {len(sources)} image(s) need about "
                                    f"{needed:,} visual tokens; the model's context is {max_visual_tokens:,} "
                                    "tokens (MAX_MODEL_LEN). Send fewer or smaller images, or detail=low.",
                                    param="messages")
-        return list(await asyncio.gather(*(self.image_from_bytes(data, hint)
-                                           for data, hint in zip(datas, hints, strict=True))))
+        return list(await asyncio.gather(*(self.image_from_bytes(data, hint, header)
+                                           for data, hint, header in zip(datas, hints, headers, strict=True))))
 
     async def _load_image(self, source: str | bytes) -> bytes:
         if isinstance(source, bytes):

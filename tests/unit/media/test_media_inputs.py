@@ -145,3 +145,25 @@ def test_remote_fetching_can_be_switched_off():
     with pytest.raises(ServiceError) as info:
         asyncio.run(MediaNormalizer(policy(MEDIA_ALLOW_REMOTE=False), None).image("https://example.com/a.png"))
     assert info.value.kind is ErrorKind.IMAGE_FETCH_REFUSED and "MEDIA_ALLOW_REMOTE" in info.value.message
+
+
+@pytest.mark.parametrize("max_visual_tokens", [None, 100_000])
+def test_each_image_header_is_read_once(monkeypatch, max_visual_tokens):
+    """With or without the context check from the headers (/infer, /analyze), Pillow opens
+    each image's bytes once: the header read for the check is the one decoded after it."""
+    from vlserve.media import header as header_module
+    from vlserve.media import images as images_module
+
+    opened: list[int] = []
+    real_open = header_module.open_image
+
+    def counting_open(data: bytes):
+        opened.append(len(data))
+        return real_open(data)
+
+    monkeypatch.setattr(header_module, "open_image", counting_open)
+    monkeypatch.setattr(images_module, "open_image", counting_open)
+    sources = [jpeg((640, 480)), png((300, 200)), jpeg((4000, 3000))]
+    results = asyncio.run(MediaNormalizer(policy()).images(sources, max_visual_tokens=max_visual_tokens))
+    assert [(r.width, r.height) for r in results] == [(640, 480), (300, 200), (4000, 3000)]
+    assert sorted(opened) == sorted(len(s) for s in sources)
