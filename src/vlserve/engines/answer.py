@@ -106,7 +106,6 @@ class AnswerStream:
         self._tools = tools
         self._buffer = ""
         self._after_reasoning = False  # drop the blank lines between </think> and the answer
-        self._sent_content = False     # content already sent can't become reasoning any more
         self.calls = 0
         self._steps: dict[State, Callable[[str], list[Delta] | None]] = {
             State.START: self._start, State.REASONING: self._in_reasoning,
@@ -172,19 +171,19 @@ class AnswerStream:
         start = buf.find(TOOL_OPEN) if self._tools else -1
         if start >= 0:
             self._buffer, self._state = buf[start + len(TOOL_OPEN):], State.TOOL
-            self._sent_content = self._sent_content or bool(buf[:start])
             return [{"content": buf[:start]}] if buf[:start] else []
-        stray = buf.find(THINK_CLOSE)  # a lone closing tag: Thinking templates leave it when nothing was opened
+        # A lone closing tag in the answer (no <think> was opened, and the engine did not
+        # start the answer in reasoning): the tag is dropped and the text around it stays
+        # content. A stream cannot take back text it has sent, so a whole answer reads
+        # the same, whatever the cut points.
+        stray = buf.find(THINK_CLOSE)
         if stray >= 0:
-            self._buffer, self._after_reasoning = buf[stray + len(THINK_CLOSE):], True
-            if self._sent_content:  # too late to call it reasoning: drop the tag, keep the text
-                return [{"content": buf[:stray]}] if buf[:stray] else []
-            return [_reasoning(buf[:stray])] if buf[:stray].strip() else []
+            self._buffer = buf[stray + len(THINK_CLOSE):]
+            return [{"content": buf[:stray]}] if buf[:stray] else []
         keep = _partial_tag_at_end(buf, (TOOL_OPEN, THINK_CLOSE) if self._tools else (THINK_CLOSE,))
         if len(buf) - keep <= 0:
             return None
         self._buffer = buf[len(buf) - keep:]
-        self._sent_content = True
         return [{"content": buf[:len(buf) - keep]}]
 
 
