@@ -169,17 +169,17 @@ class AnswerStream:
                 return None
             self._after_reasoning = False
         start = buf.find(TOOL_OPEN) if self._tools else -1
-        if start >= 0:
-            self._buffer, self._state = buf[start + len(TOOL_OPEN):], State.TOOL
-            return [{"content": buf[:start]}] if buf[:start] else []
         # A lone closing tag in the answer (no <think> was opened, and the engine did not
         # start the answer in reasoning): the tag is dropped and the text around it stays
         # content. A stream cannot take back text it has sent, so a whole answer reads
-        # the same, whatever the cut points.
+        # the same, whatever the cut points. Whichever tag comes first is handled first.
         stray = buf.find(THINK_CLOSE)
-        if stray >= 0:
+        if stray >= 0 and (start < 0 or stray < start):
             self._buffer = buf[stray + len(THINK_CLOSE):]
             return [{"content": buf[:stray]}] if buf[:stray] else []
+        if start >= 0:
+            self._buffer, self._state = buf[start + len(TOOL_OPEN):], State.TOOL
+            return [{"content": buf[:start]}] if buf[:start] else []
         keep = _partial_tag_at_end(buf, (TOOL_OPEN, THINK_CLOSE) if self._tools else (THINK_CLOSE,))
         if len(buf) - keep <= 0:
             return None

@@ -63,11 +63,18 @@ def _json_format(body: EngineBody) -> JSONObject | None:
 
 
 class Constrainer:
-    """Builds a fresh logits processor per request; compiled grammars are cached by xgrammar."""
+    """Builds a fresh logits processor per request; compiled grammars are cached by xgrammar.
 
-    def __init__(self, tokenizer: Any, vocab_size: int) -> None:
+    `stop_token_ids` are every token that ends a generation (the generation config lists
+    more than the tokenizer's eos: Qwen's <|endoftext|> beside <|im_end|>). xgrammar must
+    know them all: one it does not know is ordinary text to it, allowed inside a JSON
+    string, and sampling it there ended the answer with `stop` in the middle of a string.
+    """
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int]) -> None:
         self._tokenizer = tokenizer
         self._vocab_size = vocab_size
+        self._stop_token_ids = stop_token_ids
         self._compiler: Any = None
         self._lock = threading.Lock()
 
@@ -76,7 +83,8 @@ class Constrainer:
             if self._compiler is None:
                 import xgrammar as xgr
 
-                info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._vocab_size)
+                info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._vocab_size,
+                                                          stop_token_ids=self._stop_token_ids or None)
                 self._compiler = xgr.GrammarCompiler(info)
             return self._compiler
 
@@ -89,13 +97,14 @@ class Constrainer:
             return None
         from xgrammar import structural_tag as st
 
-        if choice == "required":
+        answer: st.Format
+        if schema is not None and choice != "required":
+            answer = st.JSONSchemaFormat(json_schema=grammar_schema(schema), max_whitespace_cnt=2)
+            param = "response_format"
+        else:
             answer = st.OrFormat(elements=[_call_format(tool) for tool in tools]) if len(tools) > 1 \
                 else _call_format(tools[0])
             param = "tools"
-        else:
-            answer = st.JSONSchemaFormat(json_schema=schema, max_whitespace_cnt=2)
-            param = "response_format"
         if in_reasoning:  # free reasoning first, then the constrained answer
             answer = st.SequenceFormat(elements=[
                 st.TagFormat(begin="", content=st.AnyTextFormat(), end=THINK_CLOSE),
@@ -121,5 +130,41 @@ def _call_format(tool: Tool) -> Any:
     function = tool.get("function") or {}
     parameters = function.get("parameters") or {"type": "object"}
     return st.TagFormat(begin=f'{TOOL_OPEN}\n{{"name": {json.dumps(function.get("name"))}, "arguments": ',
-                        content=st.JSONSchemaFormat(json_schema=parameters, max_whitespace_cnt=2),
+                        content=st.JSONSchemaFormat(json_schema=grammar_schema(parameters), max_whitespace_cnt=2),
                         end=f"}}\n{TOOL_CLOSE}")
+
+
+# A string of bounded length, as a pattern over whole characters: printable ASCII but the
+# quote and the backslash, and the rest of the Basic Multilingual Plane. (A negated class
+# such as [^"] is compiled byte by byte and lets invalid UTF-8 through, whose replacement
+# characters then break the length.)
+_BOUNDED_STRING = '^(?:[ !#-\\[\\]-~]|[\\u00a0-\\ud7ff\\ue000-\\uffff]){%d,%s}$'
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+
+
+def grammar_schema(schema: JSONObject) -> JSONObject:
+    """The schema as it is compiled into a grammar (the answer is still validated against
+    the client's own). xgrammar 0.2.9 compiles a string with minLength or maxLength into a
+    rule that allows raw control characters (which strict JSON forbids) and no escapes.
+    So such a string becomes the equivalent pattern, with quotes, backslashes and
+    characters beyond the Basic Multilingual Plane left out rather than escaped."""
+    out = dict(schema)
+    if _is_bounded_string(out):
+        low, high = out.pop("minLength", 0), out.pop("maxLength", None)
+        out["pattern"] = _BOUNDED_STRING % (int(low), "" if high is None else int(high))
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [grammar_schema(s) if isinstance(s, dict) else s for s in out[key]]
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {k: grammar_schema(s) if isinstance(s, dict) else s for k, s in out[key].items()}
+    for key in ("items", "additionalProperties", "not", "contains"):
+        if isinstance(out.get(key), dict):
+            out[key] = grammar_schema(out[key])
+    return out
+
+
+def _is_bounded_string(schema: JSONObject) -> bool:
+    return schema.get("type") == "string" and ("minLength" in schema or "maxLength" in schema) \
+        and not any(key in schema for key in ("pattern", "format", "enum", "const"))

@@ -30,6 +30,7 @@ from vlserve.engines.local.constraints import Constrainer, chosen_tools
 from vlserve.engines.local.generate import PreparedPrompt, TokenGenerator
 from vlserve.engines.local.generation import (
     check_local_options,
+    eos_ids,
     one_prompt,
     sampling_kwargs,
     text_length,
@@ -105,7 +106,7 @@ class LocalEngine:
         # The most characters one token can stand for (byte-level BPE: a token's string has
         # at least as many symbols as the text it decodes to has characters).
         self._max_token_chars = max(len(token) for token in self._processor.tokenizer.get_vocab())
-        self._constrainer = Constrainer(self._processor.tokenizer, text_config.vocab_size)
+        self._constrainer = Constrainer(self._processor.tokenizer, text_config.vocab_size, eos_ids(model))
         self._formatter = LogprobFormatter(self._processor.tokenizer)
         self._generator = TokenGenerator(self._model, self._processor.tokenizer, self._worker)
 

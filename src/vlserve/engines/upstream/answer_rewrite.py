@@ -25,15 +25,16 @@ def starts_in_reasoning(model: str) -> bool:
     return "thinking" in model.lower()
 
 
-def rewrite_completion(completion: Completion) -> Completion:
-    """A non-streamed completion with raw tags in its content → OpenAI's fields."""
+def rewrite_completion(completion: Completion, model: str) -> Completion:
+    """A non-streamed completion with raw tags in its content → OpenAI's fields (parsed as
+    the same answer streamed would be: a Thinking model's from its reasoning)."""
     for choice in completion["choices"]:
         message = choice.get("message")
         content = message.get("content") if message else None
         if not message or not isinstance(content, str) or message.get("tool_calls") or \
                 not any(t in content for t in _TAGS):
             continue
-        answer = parse_answer(content, in_reasoning=False, tools=True)
+        answer = parse_answer(content, in_reasoning=starts_in_reasoning(model), tools=True)
         choice["message"] = {**message, **answer.message()}
         if answer.tool_calls and choice.get("finish_reason") in ("stop", None):
             choice["finish_reason"] = "tool_calls"

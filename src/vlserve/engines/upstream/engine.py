@@ -126,7 +126,7 @@ class UpstreamEngine:
         except ValueError:
             raise ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine sent a response that is not JSON.") from None
         checked = checked_completion(completion)
-        return rewrite_completion(checked) if request.kind == "chat" else checked
+        return rewrite_completion(checked, request.model) if request.kind == "chat" else checked
 
     async def open_stream(self, request: EngineRequest) -> EngineStream:
         deadline = time.monotonic() + self._timeouts.total_s

@@ -15,7 +15,7 @@ SCHEMA = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type":
 
 @pytest.fixture(scope="module")
 def constrainer(processor):
-    return Constrainer(processor.tokenizer, len(processor.tokenizer))
+    return Constrainer(processor.tokenizer, len(processor.tokenizer), [processor.tokenizer.eos_token_id])
 
 
 @pytest.mark.parametrize("body", [
