@@ -84,7 +84,10 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(60.0, gt=0, alias="HTTP_BODY_TIMEOUT_S")
     http_idle_timeout_s: float = Field(5.0, gt=0, alias="HTTP_IDLE_TIMEOUT_S")
     http_write_timeout_s: float = Field(60.0, gt=0, alias="HTTP_WRITE_TIMEOUT_S")
+    http_body_min_rate: int = Field(500, ge=0, alias="HTTP_BODY_MIN_RATE")
+    http_body_grace_s: float = Field(10.0, gt=0, alias="HTTP_BODY_GRACE_S")
     http_max_connections: int = Field(1024, ge=16, alias="HTTP_MAX_CONNECTIONS")
+    http_ops_connections: int = Field(16, ge=0, alias="HTTP_OPS_CONNECTIONS")
 
     # --- access and admission ---------------------------------------------------------
     api_keys: CommaList = Field(default_factory=list, alias="API_KEYS", repr=False)

@@ -9,12 +9,19 @@ with those bounds added, per connection:
   within HTTP_HEADER_TIMEOUT_S of their first byte (408); counted per request, so headers
   pipelined behind a request being answered are bounded too; a connection that sends
   nothing at all is closed after the same time;
-- the body: received within HTTP_BODY_TIMEOUT_S of the headers (408); chunked trailers
-  count towards the header limit and are not passed on;
+- the body: received within HTTP_BODY_TIMEOUT_S of the headers (408), and after the
+  first HTTP_BODY_GRACE_S at no less than HTTP_BODY_MIN_RATE bytes a second on average
+  (Apache's mod_reqtimeout rule: the grace, plus a second per MinRate bytes received),
+  chunked bodies included, so a body trickled at 1 byte/s or one that never ends is cut
+  off within seconds, not after a minute; chunked trailers count towards the header
+  limit and are not passed on;
 - a client that stops reading an answer: after HTTP_WRITE_TIMEOUT_S without the socket
   draining, the connection is closed (its request is then cancelled like any other);
 - open connections: at most HTTP_MAX_CONNECTIONS (503 beyond), kept below the process's
-  file-descriptor limit with room for the engine's connections and /health;
+  file-descriptor limit with room for the engine's connections; beyond them, up to
+  HTTP_OPS_CONNECTIONS more (one per client address) serve only GET /health and
+  /metrics and must send their request within a second, so a liveness probe or a
+  scraper still gets its answer while idle or slow clients hold every other slot;
 - errors the server itself answers (a malformed request line, a CR inside a header) are
   in OpenAI's envelope like every other error.
 
@@ -29,6 +36,7 @@ import logging
 import resource
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from vlserve.config import Settings
@@ -50,13 +58,21 @@ def raw_error(kind: ErrorKind, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
+OPS_PATHS = frozenset({b"/health", b"/metrics"})
+OPS_HEAD_TIMEOUT_S = 1.0  # a probe sends its request at once
+
+
 class ConnectionLimits:
     def __init__(self, settings: Settings) -> None:
         self.max_header_bytes = settings.http_max_header_bytes
         self.header_timeout_s = settings.http_header_timeout_s
         self.body_timeout_s = settings.http_body_timeout_s
+        self.body_min_rate = settings.http_body_min_rate
+        self.body_grace_s = settings.http_body_grace_s
         self.write_timeout_s = settings.http_write_timeout_s
         self.max_connections = effective_connection_limit(settings.http_max_connections)
+        self.ops_connections = settings.http_ops_connections
+        self.ops_holders: set[str] = set()  # client addresses holding an operations-only slot
 
 
 def effective_connection_limit(wanted: int) -> int:
@@ -95,22 +111,45 @@ class _Guarded(HttpToolsProtocol):
         self._head_bytes = 0        # of the request being parsed (or of trailers)
         self._timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
+        self._rate_timer: asyncio.TimerHandle | None = None
+        self._body_started = 0.0    # loop time the body began
+        self._body_bytes = 0        # bytes received since then
+        self._ops_slot: str | None = None  # the client address, on an operations-only slot
 
     # --- the connection -------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        if len(self.connections) > self.limits.max_connections and not self._take_ops_slot():
             log.warning("refusing a connection: %d open (HTTP_MAX_CONNECTIONS)", len(self.connections) - 1)
             self._fail(ErrorKind.TOO_MANY_CONNECTIONS, "The server has too many open connections; retry shortly.")
             return
-        self._arm(self.limits.header_timeout_s, self._head_timed_out)
+        self._arm(self._head_timeout_s, self._head_timed_out)
+
+    def _take_ops_slot(self) -> bool:
+        """One of the slots kept for probes and scrapers, one per client address."""
+        limits = self.limits
+        peer = (self.transport.get_extra_info("peername") or ("?",))[0]
+        if len(self.connections) > limits.max_connections + limits.ops_connections or peer in limits.ops_holders:
+            return False
+        limits.ops_holders.add(peer)
+        self._ops_slot = peer
+        return True
+
+    @property
+    def _head_timeout_s(self) -> float:
+        return OPS_HEAD_TIMEOUT_S if self._ops_slot is not None else self.limits.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._cancel_write_timer()
+        if self._ops_slot is not None:
+            self.limits.ops_holders.discard(self._ops_slot)
+            self._ops_slot = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if not self._in_head:
+            self._body_bytes += len(data)
         super().data_received(data)
         if self._in_head and self.parser is not None:
             # Counted after parsing, for the request whose head is open now (a chunk that
@@ -127,7 +166,7 @@ class _Guarded(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head, self._head_bytes = True, 0
-        self._arm(self.limits.header_timeout_s, self._head_timed_out)
+        self._arm(self._head_timeout_s, self._head_timed_out)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:
@@ -139,7 +178,13 @@ class _Guarded(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes = False, 0
+        if self._ops_slot is not None and not self._is_ops_request():
+            self._fail(ErrorKind.TOO_MANY_CONNECTIONS, "The server has too many open connections; retry shortly.")
+            return
         self._arm(self.limits.body_timeout_s, self._body_timed_out)
+        self._body_started, self._body_bytes = self.loop.time(), 0
+        if self.limits.body_min_rate:
+            self._arm_rate(self.limits.body_grace_s)
         super().on_headers_complete()
         if self.pipeline:  # queued behind a request being answered: reading is paused, nothing to time
             self._disarm()
@@ -147,6 +192,37 @@ class _Guarded(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+
+    def _is_ops_request(self) -> bool:
+        """GET /health or /metrics (read before uvicorn builds the request's scope)."""
+        try:
+            path = httptools.parse_url(self.url).path
+        except httptools.HttpParserInvalidURLError:
+            return False
+        return self.parser.get_method() == b"GET" and path in OPS_PATHS
+
+    # --- the body's minimum rate ----------------------------------------------------------
+    def _arm_rate(self, seconds: float) -> None:
+        self._cancel_rate_timer()
+        self._rate_timer = self.loop.call_later(seconds, self._check_rate)
+
+    def _cancel_rate_timer(self) -> None:
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
+
+    def _check_rate(self) -> None:
+        """The body may take the grace plus a second per HTTP_BODY_MIN_RATE bytes received."""
+        self._rate_timer = None
+        if self._timer is None or self.transport.is_closing():
+            return  # the body is complete (or the connection gone)
+        allowed = self.limits.body_grace_s + self._body_bytes / self.limits.body_min_rate
+        left = self._body_started + allowed - self.loop.time()
+        if left > 0:
+            self._arm_rate(left)
+            return
+        self._refuse_body(f"The request's body arrived slower than {self.limits.body_min_rate} bytes a second "
+                          f"after the first {self.limits.body_grace_s:g} s (HTTP_BODY_MIN_RATE).")
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -170,6 +246,7 @@ class _Guarded(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._cancel_rate_timer()
 
     def _cancel_write_timer(self) -> None:
         if self._write_timer is not None:
@@ -193,6 +270,11 @@ class _Guarded(HttpToolsProtocol):
                    f"{self.limits.header_timeout_s:g} s (HTTP_HEADER_TIMEOUT_S).")
 
     def _body_timed_out(self) -> None:
+        self._timer = None
+        self._refuse_body(f"The request's body did not arrive within {self.limits.body_timeout_s:g} s "
+                          "(HTTP_BODY_TIMEOUT_S).")
+
+    def _refuse_body(self, message: str) -> None:
         if self.transport.is_closing():
             return
         if self.cycle is not None and self.cycle.response_started:
@@ -201,8 +283,7 @@ class _Guarded(HttpToolsProtocol):
         if self.cycle is not None:
             self.cycle.disconnected = True  # the app sees the client gone
             self.cycle.message_event.set()
-        self._fail(ErrorKind.REQUEST_TIMEOUT, f"The request's body did not arrive within "
-                   f"{self.limits.body_timeout_s:g} s (HTTP_BODY_TIMEOUT_S).")
+        self._fail(ErrorKind.REQUEST_TIMEOUT, message)
 
     def _fail(self, kind: ErrorKind, message: str) -> None:
         self._disarm()

@@ -1,5 +1,6 @@
-"""The connection protocol's write-stall limit, driven through asyncio's own flow-control
-callbacks (on loopback the kernel buffers a whole answer, so a real socket can't show it)."""
+"""The connection protocol's timers (write stall, silent connection, the body's minimum rate),
+driven through asyncio's own callbacks on a stand-in transport, on the loop's clock (on
+loopback the kernel buffers a whole answer, so a real socket can't show a write stall)."""
 
 from __future__ import annotations
 
@@ -40,10 +41,19 @@ class Transport(asyncio.Transport):
         pass
 
 
-async def connection(**settings) -> tuple[asyncio.Protocol, Transport]:
-    async def app(scope, receive, send):  # never reached: no request is sent
-        raise AssertionError("no request expected")
+async def no_request_expected(scope, receive, send):
+    raise AssertionError("no request expected")
 
+
+async def reads_the_body(scope, receive, send):
+    """An app that reads the whole body, as the routes do, then answers 200."""
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def connection(app=no_request_expected, **settings) -> tuple[asyncio.Protocol, Transport]:
     config = uvicorn.Config(app=app, lifespan="off", log_level="warning")
     config.load()
     protocol_class = guarded_protocol(ConnectionLimits(Settings(**settings)))
@@ -73,3 +83,37 @@ async def test_a_silent_connection_is_closed_after_the_header_timeout():
     _, transport = await connection(HTTP_HEADER_TIMEOUT_S=0.2)
     await asyncio.sleep(0.4)
     assert transport.closed and transport.written == []  # nothing to answer
+
+
+def post_head(length: int | None) -> bytes:
+    size = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    return f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{size}\r\n\r\n".encode()
+
+
+async def test_a_body_slower_than_the_minimum_rate_is_cut_off_after_the_grace():
+    protocol, transport = await connection(reads_the_body, HTTP_BODY_GRACE_S=0.2, HTTP_BODY_MIN_RATE=500)
+    protocol.data_received(post_head(100_000))
+    protocol.data_received(b"{")  # then a byte now and then: far below 500 bytes a second
+    await asyncio.sleep(0.5)
+    assert transport.closed
+    assert b"408" in transport.written[0] and b"HTTP_BODY_MIN_RATE" in transport.written[0]
+
+
+async def test_a_chunked_body_that_never_ends_is_cut_off_too():
+    protocol, transport = await connection(reads_the_body, HTTP_BODY_GRACE_S=0.2, HTTP_BODY_MIN_RATE=500)
+    protocol.data_received(post_head(None))
+    protocol.data_received(b"1\r\n{\r\n")
+    await asyncio.sleep(0.5)
+    assert transport.closed and b"HTTP_BODY_MIN_RATE" in transport.written[0]
+
+
+async def test_a_body_above_the_minimum_rate_has_the_time_it_needs():
+    """Each second past the grace is bought by HTTP_BODY_MIN_RATE bytes: 600 bytes every
+    0.1 s keeps buying more time than it spends (loop time: a slow machine slows both)."""
+    protocol, transport = await connection(reads_the_body, HTTP_BODY_GRACE_S=0.2, HTTP_BODY_MIN_RATE=500,
+                                           HTTP_BODY_TIMEOUT_S=60)
+    protocol.data_received(post_head(100_000))
+    for _ in range(8):  # 0.8 s, four times the grace
+        protocol.data_received(b" " * 600)
+        await asyncio.sleep(0.1)
+    assert not transport.closed
