@@ -57,3 +57,8 @@ def halves(size=(40, 20), left=(255, 0, 0), right=(0, 0, 255)) -> Image.Image:
     img = Image.new("RGB", size, right)
     img.paste(left, (0, 0, size[0] // 2, size[1]))
     return img
+
+
+def photo(size: tuple[int, int], **params) -> bytes:
+    """A JPEG with detail in it (noise), so its entropy-coded data is photo-like."""
+    return encode(Image.effect_noise(size, 64).convert("RGB"), "JPEG", quality=90, **params)

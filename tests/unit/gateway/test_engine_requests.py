@@ -56,7 +56,9 @@ def test_images_become_data_urls_and_hints_are_consumed():
 
 def test_upstreams_get_the_pixel_budget_in_lmdeploys_form():
     request = build(BODY, UPSTREAM_BASE_URL="http://engine:23333")
-    assert request["mm_processor_kwargs"] == {"image": {"min_pixels": 65_536, "max_pixels": 200_000}}
+    # Both forms: LMDeploy up to 0.12 reads the top level, from 0.13 the "image" entry.
+    bounds = {"min_pixels": 65_536, "max_pixels": 200_000}
+    assert request["mm_processor_kwargs"] == {"image": bounds, **bounds}
 
 
 def test_flat_form_and_off():
@@ -78,7 +80,8 @@ def test_infer_and_analyze_requests_carry_the_budget_their_images_were_prepared_
     request = made.simple(prompt="hi", images=[image], system_prompt=None, model=None, sampling={})
     assert request.model == "engine-id" and request.image_pixels == (65_536, 300_000)
     sent, added = UpstreamDialect("lmdeploy", True).body_for(request, Replica("http://engine:23333"))
-    assert sent["mm_processor_kwargs"] == {"image": {"min_pixels": 65_536, "max_pixels": 300_000}}
+    bounds = {"min_pixels": 65_536, "max_pixels": 300_000}
+    assert sent["mm_processor_kwargs"] == {"image": bounds, **bounds}
     assert added == ["mm_processor_kwargs"]
     assert "mm_processor_kwargs" not in request.body  # the client's request is not changed
 

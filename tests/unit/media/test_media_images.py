@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.media_helpers import encode, from_bytes, halves, jpeg, with_orientation
+from tests.media_helpers import encode, from_bytes, halves, jpeg, photo, with_orientation
 from vlserve.errors import ServiceError
 from vlserve.media import ImageHints, PixelBudget, smart_resize
 from vlserve.media.jpeg import decode_scaled
@@ -118,11 +118,6 @@ def test_downscaled_image_is_what_the_processor_would_make(processor, size, orie
 def mean_difference(a: Image.Image, b: Image.Image) -> float:
     from PIL import ImageChops, ImageStat
     return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / len(a.getbands())
-
-
-def photo(size: tuple[int, int], **params) -> bytes:
-    """A JPEG with detail in it (noise), so its entropy-coded data is photo-like."""
-    return encode(Image.effect_noise(size, 64).convert("RGB"), "JPEG", quality=90, **params)
 
 
 @pytest.mark.parametrize("size", [(1210, 1100), (1523, 1142), (2000, 1300)])

@@ -1,8 +1,15 @@
 """How the gateway's hints are spelled for an OpenAI-compatible upstream, and what it refused.
 
-- The pixel budget the images were prepared for goes as `mm_processor_kwargs`, in
-  LMDeploy's per-modality form (`{"image": {...}}`; 0.18 silently ignores the flat one),
-  the flat form vLLM reads, or not at all (UPSTREAM_MM_KWARGS).
+- The pixel budget the images were prepared for goes as `mm_processor_kwargs`. LMDeploy
+  changed where it reads it: up to 0.12 at the top level (`{"min_pixels", "max_pixels"}`,
+  qwen3.py's get_processor_args), from 0.13 per modality (`{"image": {...}}`, base.py's
+  preprocess, which ignores the top level). `lmdeploy` (the default) sends both, which
+  every release from 0.11 to 0.18 reads correctly: the field is a free dict everywhere,
+  no version checks its keys or passes them on, and each reads only its own form
+  (checked in each minor version's source; tests/integration/test_lmdeploy_preprocessing.py
+  runs 0.11.1's and 0.18.0's own preprocessing on the body). So an upstream whose version
+  the gateway cannot know gets the budget applied, and so does `vlserve launch`'s.
+  `flat` is the top-level form alone (vLLM's), `off` sends nothing.
 - A schema the answer must follow goes as OpenAI's `response_format` (guided decoding in
   LMDeploy and vLLM) unless UPSTREAM_GUIDED_DECODING is off.
 
@@ -47,7 +54,7 @@ class UpstreamDialect:
 
         if request.image_pixels and self._mm_form != "off" and may_add(MM_KWARGS):
             bounds = {"min_pixels": request.image_pixels[0], "max_pixels": request.image_pixels[1]}
-            body["mm_processor_kwargs"] = {"image": bounds} if self._mm_form == "lmdeploy" else bounds
+            body["mm_processor_kwargs"] = {"image": bounds, **bounds} if self._mm_form == "lmdeploy" else bounds
         if request.json_schema is not None and self._guided and may_add(RESPONSE_FORMAT):
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "extraction", "schema": request.json_schema}}
