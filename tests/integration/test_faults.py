@@ -264,6 +264,6 @@ def test_nothing_leaks(gateway, upstream):
                           ("garbage-sse", True), ("reset", False)] * 3:
         post(gateway, model, stream)
     assert eventually(lambda: gateway.task_count() <= baseline), gateway.task_count()
-    assert eventually(lambda: gateway.call(lambda: gateway.engine.transport.connections_in_use) == 0)
+    assert eventually(lambda: gateway.call(lambda: len(gateway.engine.transport._pooled.connector._acquired)) == 0)
     assert eventually(lambda: upstream.active == 0)  # every abandoned upstream request was hung up on
     assert post(gateway, "ok", stream=True).status_code == 200  # and it still answers

@@ -28,9 +28,3 @@ def to_pixels_point(point: list[float], width: int, height: int) -> list[int]:
     x, y = (float(v) for v in point)
     return [_clamp(x / SCALE * width, width), _clamp(y / SCALE * height, height)]
 
-
-def to_model_box(box: list[float], width: int, height: int) -> list[int]:
-    """The inverse, as the model would write it (for tests and drawing prompts)."""
-    x1, y1, x2, y2 = box
-    return [round(x1 / width * SCALE), round(y1 / height * SCALE),
-            round(x2 / width * SCALE), round(y2 / height * SCALE)]

@@ -46,10 +46,6 @@ class ModelCatalog:
             return [self._alias, *models]
         return models
 
-    def resolve(self, requested: str | None) -> str:
-        """The engine's id for `requested` (None: the default model), or 404."""
-        return self._resolve(requested, self.engine_models())
-
     def _resolve(self, requested: str | None, models: list[str]) -> str:
         if requested is None or requested in models:
             return requested or models[0]

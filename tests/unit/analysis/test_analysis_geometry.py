@@ -6,8 +6,15 @@ import pytest
 
 from tests.media_helpers import from_bytes, halves, jpeg, with_orientation
 from vlserve.analysis import TaskInput, parse_result
-from vlserve.analysis.geometry import to_model_box, to_pixels_box
+from vlserve.analysis.geometry import SCALE, to_pixels_box
 from vlserve.media import ImageHints
+
+
+def to_model_box(box: list[float], width: int, height: int) -> list[int]:
+    """A box in the user's pixels as the model writes it (0-1000 in each axis)."""
+    x1, y1, x2, y2 = box
+    return [round(x1 / width * SCALE), round(y1 / height * SCALE),
+            round(x2 / width * SCALE), round(y2 / height * SCALE)]
 
 SIZES = [(640, 480), (1920, 1080), (4000, 3000), (333, 777), (5000, 700)]
 RESIZE = [{}, {"MEDIA_DOWNSCALE": "false"}, {"MEDIA_IMAGE_MAX_PIXELS": "262144"}]

@@ -18,8 +18,6 @@ from typing import Any
 
 from vlserve.openai_types import ChatLogprobs, TextLogprobs, TopLogprob
 
-MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat; the legacy completions API allows 5
-
 
 @dataclass(frozen=True)
 class ScoredToken:

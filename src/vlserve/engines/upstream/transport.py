@@ -94,11 +94,6 @@ class AiohttpTransport:
     def probe_session(self) -> aiohttp.ClientSession:
         return self._pooled
 
-    @property
-    def connections_in_use(self) -> int:
-        connector = self._pooled.connector
-        return len(connector._acquired) if connector is not None else 0
-
     async def post(self, url: str, data: bytes, timeout: aiohttp.ClientTimeout, *,
                    new_connection: bool = False) -> aiohttp.ClientResponse:
         session = self._fresh if new_connection else self._pooled
