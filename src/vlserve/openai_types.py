@@ -179,8 +179,10 @@ def usage_from(value: object) -> Usage | None:
     prompt, completion, total = (value.get(key) for key in ("prompt_tokens", "completion_tokens", "total_tokens"))
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": total if isinstance(total, int) else prompt + completion}
+    # Other fields an engine reports (prompt_tokens_details, ...) are kept as they are.
+    checked: Usage = {**value, "prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": total if isinstance(total, int) else prompt + completion}
+    return checked
 
 
 def max_tokens_of(body: EngineBody) -> int | None:

@@ -35,6 +35,14 @@ async def test_a_malformed_request_is_a_400(client, body, code, param):
         assert param in (error["param"] or "")
 
 
+@pytest.mark.parametrize("part", [{"type": "image_url"}, {"type": "image_url", "image_url": None},
+                                  {"type": "video_url"}, {"type": "image_url", "image_url": {"url": ""}}])
+async def test_a_media_part_without_a_url_is_a_400(client, part):
+    body = {"model": "scripted", "messages": [{"role": "user", "content": [part, {"type": "text", "text": "hi"}]}]}
+    error = envelope(await client.post("/v1/chat/completions", json=body), 400, "bad_request")
+    assert "no url" in error["message"]
+
+
 async def test_routes_methods_and_models_that_do_not_exist(client):
     envelope(await client.get("/v1/nothing"), 404, "not_found")
     envelope(await client.get("/v1/chat/completions/"), 404, "not_found")  # never a redirect

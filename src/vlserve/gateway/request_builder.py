@@ -151,8 +151,10 @@ def _parts(message: ChatMessage) -> list[ContentPart]:
 
 
 def _media_url(part: ContentPart) -> MediaURL:
-    """The url object of an image_url or video_url part (the schema made sure it is there)."""
-    return part["image_url"] if part["type"] == "image_url" else part["video_url"]
+    """The url object of an image_url or video_url part; one with an empty url when the
+    client left it out (refused with a 400 by _normalize_media)."""
+    url = part.get("image_url") if part["type"] == "image_url" else part.get("video_url")
+    return url if url is not None else {"url": ""}
 
 
 def _check_media_roles(messages: list[ChatMessage]) -> None:

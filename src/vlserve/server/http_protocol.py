@@ -193,13 +193,19 @@ class _Guarded(HttpToolsProtocol):
         self._disarm()
         super().on_message_complete()
 
+    def _should_upgrade(self) -> bool:
+        """No WebSocket on an operations slot, nor on a connection already refused: the
+        upgrade would carry the transport off (and an operations slot's release with it)."""
+        return self._ops_slot is None and not self.transport.is_closing() and super()._should_upgrade()
+
     def _is_ops_request(self) -> bool:
         """GET /health or /metrics (read before uvicorn builds the request's scope)."""
         try:
             path = httptools.parse_url(self.url).path
         except httptools.HttpParserInvalidURLError:
             return False
-        return self.parser.get_method() == b"GET" and path in OPS_PATHS
+        # Never an upgrade: a WebSocket takes the transport away, and with it the slot's release.
+        return self.parser.get_method() == b"GET" and path in OPS_PATHS and not self.parser.should_upgrade()
 
     # --- the body's minimum rate ----------------------------------------------------------
     def _arm_rate(self, seconds: float) -> None:

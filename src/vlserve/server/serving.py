@@ -40,6 +40,7 @@ def make_server(app, settings: Settings) -> Server:
     idle and open connections)."""
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, http=guarded_protocol(ConnectionLimits(settings)),
+                            ws="none",  # no WebSocket routes: no upgrade path past the HTTP limits
                             timeout_keep_alive=math.ceil(settings.http_idle_timeout_s),
                             timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s + ABORT_MARGIN_S))
     return Server(config)

@@ -53,11 +53,12 @@ async def reads_the_body(scope, receive, send):
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-async def connection(app=no_request_expected, **settings) -> tuple[asyncio.Protocol, Transport]:
+async def connection(app=no_request_expected, state: ServerState | None = None,
+                     **settings) -> tuple[asyncio.Protocol, Transport]:
     config = uvicorn.Config(app=app, lifespan="off", log_level="warning")
     config.load()
     protocol_class = guarded_protocol(ConnectionLimits(Settings(**settings)))
-    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
+    protocol = protocol_class(config=config, server_state=state or ServerState(), app_state={})
     transport = Transport()
     protocol.connection_made(transport)
     return protocol, transport
@@ -117,3 +118,18 @@ async def test_a_body_above_the_minimum_rate_has_the_time_it_needs():
         protocol.data_received(b" " * 600)
         await asyncio.sleep(0.1)
     assert not transport.closed
+
+
+async def test_an_operations_slot_serves_no_upgrade_and_is_given_back():
+    """With every slot taken, a probe's extra slot answers /health only; an upgrade (which
+    would carry the connection off to a WebSocket, and its slot with it) is refused, and
+    the client's address can take a slot again once the connection is gone."""
+    state = ServerState()
+    state.connections.update(object() for _ in range(16))  # every ordinary slot held
+    protocol, transport = await connection(state=state, HTTP_MAX_CONNECTIONS=16)
+    assert not transport.closed and protocol.limits.ops_holders == {"127.0.0.1"}
+    protocol.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                           b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    assert transport.closed and b"too_many_connections" in transport.written[0]
+    protocol.connection_lost(None)
+    assert protocol.limits.ops_holders == set()

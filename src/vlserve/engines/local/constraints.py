@@ -166,5 +166,9 @@ def grammar_schema(schema: JSONObject) -> JSONObject:
 
 
 def _is_bounded_string(schema: JSONObject) -> bool:
-    return schema.get("type") == "string" and ("minLength" in schema or "maxLength" in schema) \
+    """A string bounded by lengths that are counts (anything else is left for xgrammar to
+    refuse, which is the client's 400 naming the field)."""
+    bounds = [schema[key] for key in ("minLength", "maxLength") if key in schema]
+    return schema.get("type") == "string" and bool(bounds) \
+        and all(isinstance(bound, int) and not isinstance(bound, bool) and bound >= 0 for bound in bounds) \
         and not any(key in schema for key in ("pattern", "format", "enum", "const"))

@@ -34,7 +34,10 @@ def rewrite_completion(completion: Completion, model: str) -> Completion:
         if not message or not isinstance(content, str) or message.get("tool_calls") or \
                 not any(t in content for t in _TAGS):
             continue
-        answer = parse_answer(content, in_reasoning=starts_in_reasoning(model), tools=True)
+        # A Thinking model's answer starts in reasoning, unless the upstream's own reasoning
+        # parser already took the reasoning out.
+        split = bool(message.get("reasoning_content") or message.get("reasoning"))
+        answer = parse_answer(content, in_reasoning=starts_in_reasoning(model) and not split, tools=True)
         choice["message"] = {**message, **answer.message()}
         if answer.tool_calls and choice.get("finish_reason") in ("stop", None):
             choice["finish_reason"] = "tool_calls"

@@ -18,6 +18,7 @@ from vlserve.openai_types import (
     TokenLogprob,
     TopLogprob,
     Usage,
+    usage_from,
 )
 
 # The Response object: its fields are OpenAI's; built whole by response_object().
@@ -92,8 +93,9 @@ def responses_logprobs(chat_logprobs: ChatLogprobs | TextLogprobs | None) -> lis
     entries = chat.get("content") or []
 
     def one(entry: TopLogprob) -> TopLogprob:
-        return {"token": entry["token"], "logprob": entry["logprob"],
-                "bytes": entry.get("bytes") or list(entry["token"].encode())}
+        token = str(entry.get("token", ""))  # an engine's logprobs: read leniently
+        return {"token": token, "logprob": float(entry.get("logprob", 0.0)),
+                "bytes": entry.get("bytes") or list(token.encode())}
 
     return [{**one(entry), "top_logprobs": [one(top) for top in entry.get("top_logprobs") or []]}
             for entry in entries]
@@ -160,4 +162,5 @@ def from_completion(request: ResponsesRequest, completion: Completion) -> Respon
     return response_object(request, new_id("resp"), float(completion.get("created") or time.time()),
                            str(completion.get("model") or request.model), status="completed",
                            output=output_items(choice.get("message") or {"role": "assistant"}, choice.get("logprobs")),
-                           usage=usage_of(completion.get("usage")), finish_reason=choice.get("finish_reason"))
+                           usage=usage_of(usage_from(completion.get("usage"))),
+                           finish_reason=choice.get("finish_reason"))

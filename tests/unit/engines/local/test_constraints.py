@@ -45,6 +45,10 @@ def test_tool_choice_none_offers_no_tools():
     ({"response_format": {"type": "xml"}}, "response_format"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
     ({"tools": [TOOL], "tool_choice": "sometimes"}, "tool_choice"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "object", "properties": {"a": {"type": "string", "maxLength": "ten"}}}}}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "object", "properties": {"a": {"type": "string", "minLength": None}}}}}}, "response_format"),
 ])
 def test_what_cannot_be_constrained_is_a_400_naming_the_field(constrainer, body, param):
     with pytest.raises(ServiceError) as info:

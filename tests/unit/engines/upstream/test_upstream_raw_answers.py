@@ -71,6 +71,20 @@ async def test_a_raw_tool_call_in_a_whole_answer(engine):
     assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {"city": "Paris"}
 
 
+def test_a_thinking_models_answer_whose_reasoning_the_upstream_split_keeps_it_and_its_call():
+    """An upstream with a reasoning parser but no tool parser: reasoning already split off,
+    a raw call left in the content."""
+    from vlserve.engines.upstream.answer_rewrite import rewrite_completion
+
+    message = {"role": "assistant", "reasoning_content": "The user wants the weather.",
+               "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'}
+    choice = rewrite_completion({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]},
+                                "qwen3-vl-thinking")["choices"][0]
+    assert choice["message"]["reasoning_content"] == "The user wants the weather."
+    assert [c["function"]["name"] for c in choice["message"]["tool_calls"]] == ["get_weather"]
+    assert choice["finish_reason"] == "tool_calls"
+
+
 async def test_raw_reasoning_in_a_whole_answer(engine):
     message = (await engine.complete(request("qwen3-vl-thinking")))["choices"][0]["message"]
     assert message["content"] == "It is sunny." and message["reasoning_content"] == "The user wants the weather."
