@@ -43,8 +43,11 @@ def test_interrupted_batch_resumes_with_every_image_once(local_server, tmp_path)
     out = tmp_path / "results.jsonl"
     command = analyze_cmd(local_server, str(folder), "--task", "caption", "--out", str(out),
                           "--concurrency", "1", "--max-tokens", "48")
+    # Ctrl-C as a terminal sends it: SIGINT handled by default, even when this test runs in
+    # a background job (where the shell makes children ignore SIGINT).
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "120"})
+                            env={**os.environ, "COLUMNS": "120"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert eventually(lambda: out.exists() and len(out.read_text().splitlines()) >= 4, timeout=120)
     # The server is frozen while the batch is interrupted, so the batch cannot finish
     # first however fast the rest of it would have gone.
