@@ -49,8 +49,11 @@ CASES = {
     "infer": ("/infer", {"prompt": "go on", **LONG}),
     "infer-stream": ("/infer", {"prompt": "go on", "stream": True, **LONG}),
     "analyze": ("/analyze", {"task": "caption", "image": IMAGE, **LONG}),
+    # An unbounded string keeps the constrained answer going (a schema the grammar completes
+    # in a few tokens would end the generation at once under ignore_eos: nothing to leave).
     "analyze-extract": ("/analyze", {"task": "extract", "image": IMAGE, **LONG,
-                                     "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}),
+                                     "schema": {"type": "object", "properties": {"a": {"type": "string"}},
+                                                "required": ["a"]}}),
 }
 
 
