@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from ..scripted_upstream import ScriptedUpstream
+from ..servers import ServerProcess
+from ..waiting import eventually
 from .conftest import KEYS, png_bytes
 
 ROOT = Path(__file__).parents[2]
@@ -81,6 +85,31 @@ def test_the_default_server_is_on_port(local_server):
     result = vlserve("chat", "hello", "--max-tokens", "3", env={"PORT": str(local_server.url.rsplit(":", 1)[1]),
                                                                  "VLSERVE_URL": ""})
     assert result.returncode == 0, result.stderr
+
+
+def test_healthcheck_asks_the_servers_own_port(local_server):
+    assert vlserve("healthcheck", env={"PORT": local_server.url.rsplit(":", 1)[1]}).returncode == 0
+
+
+def test_healthcheck_sends_a_key_when_health_needs_one(tmp_path):
+    upstream = ScriptedUpstream("hello").start()
+    env = {"UPSTREAM_BASE_URL": upstream.url, "API_KEYS": KEYS[0], "AUTH_OPEN_OPS": "false"}
+    server = ServerProcess(env, tmp_path, "closed-ops").start().wait_listening()
+    try:
+        keyed = {"Authorization": f"Bearer {KEYS[0]}"}
+        assert eventually(lambda: httpx.get(f"{server.url}/health", headers=keyed).status_code == 200)
+        same_settings = {**env, "PORT": str(server.port)}
+        assert vlserve("healthcheck", env=same_settings).returncode == 0
+        refused = vlserve("healthcheck", env={**same_settings, "API_KEYS": "sk-not-its-key"})
+        assert refused.returncode == 1 and "answered 401" in one_line(refused)
+    finally:
+        server.stop()
+
+
+def test_healthcheck_of_nothing_fails_naming_the_address():
+    result = vlserve("healthcheck", env={"PORT": "9"})
+    assert result.returncode == 1
+    assert one_line(result).startswith("vlserve healthcheck: no answer from http://127.0.0.1:9/health")
 
 
 def test_gpu_table_without_a_gpu():

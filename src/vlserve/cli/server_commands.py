@@ -1,4 +1,5 @@
-"""The commands that serve: `vlserve serve`, `vlserve launch`, and `vlserve tiny-model`."""
+"""The commands that serve: `vlserve serve`, `vlserve launch`, `vlserve healthcheck` and
+`vlserve tiny-model`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import typer
 from vlserve.cli.common import app, settings_or_exit
 from vlserve.config import Settings, SettingsError, check_local_model
 from vlserve.server.observability import configure_access_log
+
+HEALTHCHECK_TIMEOUT_S = 4  # under the image's HEALTHCHECK --timeout=5s
 
 
 def _server_settings(**overrides) -> Settings:
@@ -71,6 +74,27 @@ def launch(
         typer.echo(f"vlserve: {exc}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
+
+
+@app.command()
+def healthcheck() -> None:
+    """Exit 0 if the gateway on this machine (127.0.0.1, PORT) is healthy: the container's
+    healthcheck. It reads the same settings as the server, so a changed PORT, or a key
+    needed for /health (AUTH_OPEN_OPS=false), is followed."""
+    import httpx
+
+    settings = settings_or_exit()
+    keys = settings.all_api_keys()
+    headers = {"Authorization": f"Bearer {keys[0]}"} if keys and not settings.auth_open_ops else {}
+    url = f"http://127.0.0.1:{settings.port}/health"
+    try:
+        response = httpx.get(url, headers=headers, timeout=HEALTHCHECK_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        typer.echo(f"vlserve healthcheck: no answer from {url}: {exc or type(exc).__name__}", err=True)
+        raise typer.Exit(1) from None
+    if response.status_code != 200:
+        typer.echo(f"vlserve healthcheck: {url} answered {response.status_code}: {response.text[:300]}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("tiny-model")
