@@ -1,23 +1,36 @@
 """An OpenAI-compatible upstream that answers every chat request with a scripted text.
 
 For tests that need a known answer from "the model" (the tiny model's are random):
-boxes at known places for the playground's drawing, say. It runs aiohttp in a thread of
-the test process; a gateway (a real one) is put in front of it.
+boxes at known places for the playground's drawing, say. `start()` runs it in a thread of
+the test process, with a real gateway put in front of it.
+
+Run as a program (`python scripted_upstream.py --port N`), it is the stand-in engine the
+container tests give `vlserve launch` as ENGINE_COMMAND (LMDeploy needs a GPU). It needs
+only aiohttp, which the gateway's image has. Routes under /stand-in/ let a test read the
+requests it got, hold streams (with --hold, a stream stops after its first word until
+`release`), and make it fail: `sick` (its /v1/models answers 503 until `well`) and `crash`
+(the process exits with code 3, as an engine that dies).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
+import re
 import threading
 
 from aiohttp import web
 
 
 class ScriptedUpstream:
-    def __init__(self, answer: str, model: str = "scripted") -> None:
-        self.answer, self.model = answer, model
+    def __init__(self, answer: str, model: str = "scripted", hold: bool = False) -> None:
+        """`hold`: streams wait after their first word until /stand-in/release."""
+        self.answer, self.model, self.hold = answer, model, hold
         self.requests: list[dict] = []
+        self.sick = False
+        self.released: asyncio.Event | None = None  # made on the server's own loop
         self.loop = asyncio.new_event_loop()
         self.port = 0
 
@@ -26,6 +39,8 @@ class ScriptedUpstream:
         return f"http://127.0.0.1:{self.port}"
 
     async def _models(self, _: web.Request) -> web.Response:
+        if self.sick:
+            return web.json_response({"error": {"message": "the stand-in engine was made sick"}}, status=503)
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -39,21 +54,53 @@ class ScriptedUpstream:
                              "message": {"role": "assistant", "content": self.answer}}]})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for delta in ({"role": "assistant", "content": ""}, {"content": self.answer}):
-            chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": self.model,
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-            await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        await self._send_delta(response, {"role": "assistant", "content": ""})
+        for number, word in enumerate(re.findall(r"\s*\S+\s*", self.answer) or [self.answer]):
+            if number == 1 and self.hold:
+                await self._released().wait()
+            await self._send_delta(response, {"content": word})
         await response.write(b"data: [DONE]\n\n")
         return response
+
+    async def _send_delta(self, response: web.StreamResponse, delta: dict) -> None:
+        chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": self.model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+
+    # --- the stand-in's controls ------------------------------------------------------------
+    async def _requests(self, _: web.Request) -> web.Response:
+        return web.json_response(self.requests)
+
+    def _released(self) -> asyncio.Event:
+        if self.released is None:
+            self.released = asyncio.Event()
+        return self.released
+
+    async def _release(self, _: web.Request) -> web.Response:
+        self._released().set()
+        return web.json_response({"released": True})
+
+    async def _set_sick(self, request: web.Request) -> web.Response:
+        self.sick = request.match_info["state"] == "sick"
+        return web.json_response({"sick": self.sick})
+
+    async def _crash(self, _: web.Request) -> web.Response:
+        os._exit(3)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.add_routes([web.get("/v1/models", self._models), web.post("/v1/chat/completions", self._chat),
+                        web.get("/stand-in/requests", self._requests),
+                        web.post("/stand-in/{state:sick|well}", self._set_sick),
+                        web.post("/stand-in/release", self._release), web.post("/stand-in/crash", self._crash)])
+        return app
 
     def start(self) -> ScriptedUpstream:
         ready = threading.Event()
 
         def run() -> None:
             asyncio.set_event_loop(self.loop)
-            app = web.Application()
-            app.add_routes([web.get("/v1/models", self._models), web.post("/v1/chat/completions", self._chat)])
-            runner = web.AppRunner(app)
+            runner = web.AppRunner(self.app())
             self.loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0)
             self.loop.run_until_complete(site.start())
@@ -64,3 +111,18 @@ class ScriptedUpstream:
         threading.Thread(target=run, daemon=True).start()
         assert ready.wait(10), "the scripted upstream did not start"
         return self
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A scripted OpenAI-compatible engine.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--answer", default="A scripted answer.")
+    parser.add_argument("--model", default="scripted")
+    parser.add_argument("--hold", action="store_true")
+    args = parser.parse_args()
+    upstream = ScriptedUpstream(args.answer, args.model, args.hold)
+    web.run_app(upstream.app(), host="127.0.0.1", port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()
