@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     # 1280 visual tokens x 32 x 32 pixels. Qwen's shipped default (~16.7 MP, ~16K
     # tokens per image) is the top cause of out-of-memory on 24 GB cards.
     media_downscale: bool = Field(True, alias="MEDIA_DOWNSCALE")
+    media_cache_bytes: int = Field(256 * MiB, ge=0, alias="MEDIA_CACHE_BYTES")
     media_image_factor: int = Field(32, ge=1, alias="MEDIA_IMAGE_FACTOR")
     media_image_min_pixels: int = Field(65_536, ge=1, alias="MEDIA_IMAGE_MIN_PIXELS")
     media_image_max_pixels: int = Field(1280 * 32 * 32, ge=1024, alias="MEDIA_IMAGE_MAX_PIXELS")

@@ -6,6 +6,7 @@ ever receive data URLs of bytes we have checked. This package knows nothing of e
 or HTTP frameworks; its failures are ServiceErrors.
 """
 
+from vlserve.media.cache import ImageCache
 from vlserve.media.encoding import decode_base64, parse_data_url
 from vlserve.media.fetch import GuardedResolver, make_fetch_session
 from vlserve.media.images import NormalizedImage
@@ -16,6 +17,7 @@ from vlserve.media.sizing import smart_resize
 from vlserve.media.video import NormalizedVideo
 
 __all__ = [
-    "GuardedResolver", "ImageHints", "MediaNormalizer", "MediaPolicy", "NormalizedImage", "NormalizedVideo",
-    "PixelBudget", "decode_base64", "make_fetch_session", "parse_data_url", "smart_resize", "tune_allocator",
+    "GuardedResolver", "ImageCache", "ImageHints", "MediaNormalizer", "MediaPolicy", "NormalizedImage",
+    "NormalizedVideo", "PixelBudget", "decode_base64", "make_fetch_session", "parse_data_url", "smart_resize",
+    "tune_allocator",
 ]

@@ -11,7 +11,7 @@ from PIL import Image
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.media.memory import peak_bytes_per_pixel
 from vlserve.media.policy import PixelBudget
-from vlserve.media.sizing import smart_resize
+from vlserve.media.sizing import smart_resize, visual_tokens
 
 # Pillow format name → MIME type, for every format we accept.
 ACCEPTED_FORMATS = {
@@ -73,16 +73,16 @@ def probe_header(img: Image.Image, budget: PixelBudget) -> ImageProbe | None:
     width, height = (raw_h, raw_w) if orientation in SWAPS_SIDES else (raw_w, raw_h)
     try:
         target = smart_resize(height, width, budget)
+        tokens = visual_tokens(height, width, budget)
     except ServiceError:
         return None
-    factor = budget.factor
     # A baseline JPEG over the budget is decoded at 1/2, 1/4 or 1/8 scale (draft).
     scale = 1
     if scalable and target[0] * target[1] < height * width:
         while scale < 8 and (height // (scale * 2)) >= target[0] and (width // (scale * 2)) >= target[1]:
             scale *= 2
     decode = raw_w * raw_h * per_pixel // (scale * scale)
-    return ImageProbe(width, height, target[0] * target[1] // (factor * factor), decode)
+    return ImageProbe(width, height, tokens, decode)
 
 
 _OPENERS = [fmt for fmt in ACCEPTED_FORMATS if fmt != "MPO"]  # Pillow's JPEG opener yields MPO itself

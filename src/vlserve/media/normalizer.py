@@ -11,13 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 
 from vlserve.errors import ErrorKind, ServiceError
+from vlserve.media.cache import CacheKey, ImageCache, cache_key
 from vlserve.media.encoding import decode_base64, parse_data_url, too_large
 from vlserve.media.fetch import fetch
 from vlserve.media.header import Header, looks_like_image, read_header
 from vlserve.media.images import NormalizedImage, prepare_image
 from vlserve.media.local_files import read_local, refused
 from vlserve.media.memory import DecodeMemory
-from vlserve.media.policy import ImageHints, MediaPolicy
+from vlserve.media.policy import ImageHints, MediaPolicy, PixelBudget
+from vlserve.media.sizing import visual_tokens
 from vlserve.media.video import NormalizedVideo, prepare_video, video_mime
 
 _OTHER_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
@@ -28,8 +30,9 @@ class MediaNormalizer:
     every address connected to is checked. None means remote URLs are refused."""
 
     def __init__(self, policy: MediaPolicy, session: aiohttp.ClientSession | None = None,
-                 on_image: Callable[[NormalizedImage], None] | None = None) -> None:
+                 on_image: Callable[[NormalizedImage], None] | None = None, cache_bytes: int = 0) -> None:
         self.policy = policy
+        self.cache = ImageCache(cache_bytes)
         self._session = session
         self._on_image = on_image  # e.g. metrics of bytes in and out
         # Image work runs on its own threads (one per core), so images are prepared in
@@ -47,39 +50,66 @@ class MediaNormalizer:
     async def image(self, ref: str, hints: ImageHints = ImageHints()) -> NormalizedImage:
         return (await self.images([ref], [hints]))[0]
 
-    async def image_from_bytes(self, data: bytes, hints: ImageHints = ImageHints(),
-                               header: Header | None = None) -> NormalizedImage:
-        image = await self._in_pool(prepare_image, data, self.policy, self.policy.budget_for(hints), self.memory,
-                                    header)
-        if self._on_image is not None:
-            self._on_image(image)
-        return image
+    async def image_from_bytes(self, data: bytes, hints: ImageHints = ImageHints()) -> NormalizedImage:
+        return (await self.images([data], [hints]))[0]
 
     async def images(self, sources: Sequence[str | bytes], hints: Sequence[ImageHints] | None = None,
                      max_visual_tokens: int | None = None) -> list[NormalizedImage]:
-        """Several images (references or uploaded bytes), in parallel.
+        """Several images (references or uploaded bytes), in parallel; one seen before
+        under the same budget comes from the cache (cache.py).
 
         When all of them together would need more visual tokens than `max_visual_tokens`
         (the context), the request is refused from their headers, before any is decoded.
         """
-        hints = list(hints or [ImageHints()] * len(sources))
+        budgets = [self.policy.budget_for(hint) for hint in (hints or [ImageHints()] * len(sources))]
         datas = await asyncio.gather(*(self._load_image(source) for source in sources))
+        keys = await self._cache_keys(datas, budgets)
+        cached = [self.cache.get(key) if key is not None else None for key in keys]
         headers: list[Header | None] = [None] * len(datas)
         if max_visual_tokens is not None:  # each header is read once: here, and handed on
-            headers = list(await asyncio.gather(*(
-                self._in_pool(read_header, data, self.policy.budget_for(hint))
-                for data, hint in zip(datas, hints, strict=True))))
-            needed = sum(h.probe.visual_tokens for h in headers if h is not None and h.probe is not None)
-            if needed >= max_visual_tokens:
-                for header in headers:
-                    if header is not None:
-                        header.close()
-                raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The request's {len(sources)} image(s) need about "
-                                   f"{needed:,} visual tokens; the model's context is {max_visual_tokens:,} "
-                                   "tokens (MAX_MODEL_LEN). Send fewer or smaller images, or detail=low.",
-                                   param="messages")
-        return list(await asyncio.gather(*(self.image_from_bytes(data, hint, header)
-                                           for data, hint, header in zip(datas, hints, headers, strict=True))))
+            headers = await self._headers(datas, budgets, cached)
+            self._check_context(headers, cached, budgets, max_visual_tokens)
+        images = list(await asyncio.gather(*(
+            self._prepare(data, budget, header, key) if hit is None else _done(hit)
+            for data, budget, header, key, hit in zip(datas, budgets, headers, keys, cached, strict=True))))
+        if self._on_image is not None:
+            for image in images:
+                self._on_image(image)
+        return images
+
+    async def _cache_keys(self, datas: Sequence[bytes], budgets: Sequence[PixelBudget]) -> list[CacheKey | None]:
+        if not self.cache.enabled:
+            return [None] * len(datas)
+        return list(await asyncio.gather(*(self._in_pool(cache_key, data, budget)
+                                           for data, budget in zip(datas, budgets, strict=True))))
+
+    async def _headers(self, datas: Sequence[bytes], budgets: Sequence[PixelBudget],
+                       cached: Sequence[NormalizedImage | None]) -> list[Header | None]:
+        async def header(data: bytes, budget: PixelBudget, hit: NormalizedImage | None) -> Header | None:
+            return None if hit is not None else await self._in_pool(read_header, data, budget)
+        return list(await asyncio.gather(*(header(*each) for each in zip(datas, budgets, cached, strict=True))))
+
+    def _check_context(self, headers: Sequence[Header | None], cached: Sequence[NormalizedImage | None],
+                       budgets: Sequence[PixelBudget], max_visual_tokens: int) -> None:
+        needed = sum(h.probe.visual_tokens for h in headers if h is not None and h.probe is not None)
+        needed += sum(visual_tokens(hit.height, hit.width, budget)
+                      for hit, budget in zip(cached, budgets, strict=True) if hit is not None)
+        if needed < max_visual_tokens:
+            return
+        for header in headers:
+            if header is not None:
+                header.close()
+        raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The request's {len(headers)} image(s) need about "
+                           f"{needed:,} visual tokens; the model's context is {max_visual_tokens:,} "
+                           "tokens (MAX_MODEL_LEN). Send fewer or smaller images, or detail=low.",
+                           param="messages")
+
+    async def _prepare(self, data: bytes, budget: PixelBudget, header: Header | None,
+                       key: CacheKey | None) -> NormalizedImage:
+        image = await self._in_pool(prepare_image, data, self.policy, budget, self.memory, header)
+        if key is not None:
+            self.cache.put(key, image)
+        return image
 
     async def _load_image(self, source: str | bytes) -> bytes:
         if isinstance(source, bytes):
@@ -145,3 +175,7 @@ class MediaNormalizer:
         if path_like or error is None:
             raise refused()
         raise error
+
+
+async def _done(image: NormalizedImage) -> NormalizedImage:
+    return image

@@ -30,6 +30,12 @@ def smart_resize(height: int, width: int, budget: PixelBudget) -> tuple[int, int
     return h_bar, w_bar
 
 
+def visual_tokens(height: int, width: int, budget: PixelBudget) -> int:
+    """The tokens the model spends on an image of this (upright) size under the budget."""
+    target = smart_resize(height, width, budget)
+    return target[0] * target[1] // (budget.factor * budget.factor)
+
+
 def _within_aspect_limit(h_bar: int, w_bar: int, factor: int) -> tuple[int, int]:
     """Rounding the short side down can push a long, thin image past 200:1, which the
     processor refuses when it is handed our resized image: shorten the long side to fit."""

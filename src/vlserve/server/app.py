@@ -50,7 +50,9 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
         try:
             monitor.start()
             await the_engine.start()
-            media = MediaNormalizer(policy, fetch_session, on_image=metrics.count_image)
+            media = MediaNormalizer(policy, fetch_session, on_image=metrics.count_image,
+                                    cache_bytes=settings.media_cache_bytes)
+            metrics.watch_image_cache(media.cache)
             admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
                                   settings.queue_timeout_s)
             inference = Inference(the_engine, admission)

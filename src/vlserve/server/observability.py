@@ -20,12 +20,12 @@ import time
 import uuid
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vlserve.gateway.engine_call import Inference
 from vlserve.gateway.observation import Observation
-from vlserve.media import NormalizedImage
+from vlserve.media import ImageCache, NormalizedImage
 
 access_log = logging.getLogger("vlserve.access")
 
@@ -51,6 +51,9 @@ class Metrics:
     def watch(self, inference: Inference) -> None:
         """Gauges read from live state at scrape time (admission, engine, replicas)."""
         self.registry.register(_StateCollector(inference))
+
+    def watch_image_cache(self, cache: ImageCache) -> None:
+        self.registry.register(_ImageCacheCollector(cache))
 
     def count_image(self, image: NormalizedImage) -> None:
         self.image_bytes.labels("in").inc(image.nbytes)
@@ -89,6 +92,24 @@ class _StateCollector:
             load.add_metric([str(index)], replica.in_flight)
         yield up
         yield load
+
+
+class _ImageCacheCollector:
+    def __init__(self, cache: ImageCache) -> None:
+        self._cache = cache
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        stats = self._cache.stats()
+        lookups = CounterMetricFamily("vlserve_image_cache_lookups", "Images looked up in the cache of "
+                                      "normalised images, by result", labels=["result"])
+        lookups.add_metric(["hit"], stats.hits)
+        lookups.add_metric(["miss"], stats.misses)
+        yield lookups
+        yield GaugeMetricFamily("vlserve_image_cache_bytes", "Bytes the image cache holds", value=stats.bytes)
+        yield GaugeMetricFamily("vlserve_image_cache_entries", "Images the image cache holds", value=stats.entries)
 
 
 class Observe:
