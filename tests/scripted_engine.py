@@ -20,7 +20,8 @@ class ScriptedEngine:
     def __init__(self, answer: str = "a scripted answer", model: str = "scripted") -> None:
         self.answer, self.model = answer, model
         self.requests: list[EngineRequest] = []
-        self.fail_with: BaseException | None = None  # raised by the next call instead of answering
+        self.fail_with: BaseException | None = None  # raised by every call instead of answering
+        self.fail_once: BaseException | None = None  # raised by the next call only
         self.hold = asyncio.Event()  # streams wait here before their first chunk while `holding`
         self.holding = False
         self.ready = True
@@ -40,6 +41,9 @@ class ScriptedEngine:
         self.requests.append(request)
         if self.fail_with is not None:
             raise self.fail_with
+        if self.fail_once is not None:
+            error, self.fail_once = self.fail_once, None
+            raise error
 
     async def complete(self, request: EngineRequest) -> Completion:
         self._take(request)

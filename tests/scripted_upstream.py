@@ -25,9 +25,10 @@ from aiohttp import web
 
 
 class ScriptedUpstream:
-    def __init__(self, answer: str, model: str = "scripted", hold: bool = False) -> None:
-        """`hold`: streams wait after their first word until /stand-in/release."""
-        self.answer, self.model, self.hold = answer, model, hold
+    def __init__(self, answer: str, model: str = "scripted", hold: bool = False, owned_by: str = "scripted") -> None:
+        """`hold`: streams wait after their first word until /stand-in/release; `owned_by`:
+        the engine its /v1/models names (vLLM says "vllm", LMDeploy "lmdeploy")."""
+        self.answer, self.model, self.hold, self.owned_by = answer, model, hold, owned_by
         self.requests: list[dict] = []
         self.sick = False
         self.released: asyncio.Event | None = None  # made on the server's own loop
@@ -41,7 +42,8 @@ class ScriptedUpstream:
     async def _models(self, _: web.Request) -> web.Response:
         if self.sick:
             return web.json_response({"error": {"message": "the stand-in engine was made sick"}}, status=503)
-        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model",
+                                                               "owned_by": self.owned_by}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

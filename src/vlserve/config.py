@@ -123,11 +123,13 @@ class Settings(BaseSettings):
     # tokens per image) is the top cause of out-of-memory on 24 GB cards.
     media_downscale: bool = Field(True, alias="MEDIA_DOWNSCALE")
     media_cache_bytes: int = Field(256 * MiB, ge=0, alias="MEDIA_CACHE_BYTES")
+    media_retry_smaller: bool = Field(True, alias="MEDIA_RETRY_SMALLER")
     media_image_factor: int = Field(32, ge=1, alias="MEDIA_IMAGE_FACTOR")
     media_image_min_pixels: int = Field(65_536, ge=1, alias="MEDIA_IMAGE_MIN_PIXELS")
     media_image_max_pixels: int = Field(1280 * 32 * 32, ge=1024, alias="MEDIA_IMAGE_MAX_PIXELS")
     upstream_mm_kwargs: Literal["lmdeploy", "flat", "off"] = Field("lmdeploy", alias="UPSTREAM_MM_KWARGS")
     upstream_guided_decoding: bool = Field(True, alias="UPSTREAM_GUIDED_DECODING")
+    upstream_image_uuids: Literal["auto", "on", "off"] = Field("auto", alias="UPSTREAM_IMAGE_UUIDS")
 
     @field_validator("upstream_base_url", "media_allow_private_hosts", "media_allowed_domains",
                      "media_denied_domains", "api_keys", "cors_allow_origins", mode="before")

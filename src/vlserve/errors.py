@@ -36,6 +36,7 @@ class ErrorKind(Enum):
     INTERNAL = (500, "server_error", "internal_error")
     UPSTREAM_ERROR = (502, "upstream_error", "bad_gateway")
     ENGINE_UNAVAILABLE = (503, "service_unavailable", "engine_unavailable")
+    ENGINE_OUT_OF_MEMORY = (503, "service_unavailable", "engine_out_of_memory")
     TOO_MANY_CONNECTIONS = (503, "service_unavailable", "too_many_connections")
     UPSTREAM_TIMEOUT = (504, "timeout_error", "upstream_timeout")
 
@@ -78,6 +79,12 @@ class ServiceError(Exception):
         self.type = error_type or kind.type
         self.headers = headers or {}
         self.extra = extra or {}  # more fields for the error object (e.g. a model's raw output)
+
+    @property
+    def prompt_too_big(self) -> bool:
+        """The engine could not take the prompt: it overflows the context (whoever said
+        so, in OpenAI's code) or the engine's memory. Smaller images may fit."""
+        return self.code == ErrorKind.CONTEXT_TOO_LONG.code or self.kind is ErrorKind.ENGINE_OUT_OF_MEMORY
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type,

@@ -40,6 +40,7 @@ class ContentPart(TypedDict, total=False):
     text: str
     image_url: MediaURL
     video_url: MediaURL
+    uuid: str  # vLLM's id of a media item, which the gateway may add (upstream/dialect.py)
 
 
 Content = str | list[ContentPart] | None

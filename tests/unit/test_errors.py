@@ -46,6 +46,25 @@ def test_an_openai_envelope_keeps_its_code_param_and_type():
     assert upstream_error(400, LMDEPLOY_MISSING_MESSAGES, {}).code == "bad_request"  # flat: mapped by status
 
 
+@pytest.mark.parametrize("status, message, kind", [
+    # vLLM's words for a prompt over its context (serving_engine.py), old and new, and its
+    # max_tokens check; LMDeploy 0.16+'s (serve/core/async_engine.py, exceptions.py)
+    (400, "This model's maximum context length is 4096 tokens. However, your request has 5000 input tokens.",
+     ErrorKind.CONTEXT_TOO_LONG),
+    (400, "The decoder prompt (length 5000) is longer than the maximum model length of 4096.",
+     ErrorKind.CONTEXT_TOO_LONG),
+    (400, "Input length (5000) must be smaller than the model context length (4096).", ErrorKind.CONTEXT_TOO_LONG),
+    (400, "The request exceeds the model context length.", ErrorKind.CONTEXT_TOO_LONG),
+    (500, "CUDA out of memory. Tried to allocate 2.00 GiB", ErrorKind.ENGINE_OUT_OF_MEMORY),
+    (400, "messages: Field required", ErrorKind.BAD_REQUEST),
+    (500, "internal error happened, status code 6", ErrorKind.UPSTREAM_ERROR),
+])
+def test_prompts_that_do_not_fit_are_told_apart_in_every_engines_words(status, message, kind):
+    error = upstream_error(status, json.dumps({"message": message, "code": status, "object": "error"}).encode(), {})
+    assert error.kind is kind
+    assert error.prompt_too_big is (kind is not ErrorKind.BAD_REQUEST and kind is not ErrorKind.UPSTREAM_ERROR)
+
+
 def test_retry_after_is_passed_on():
     assert upstream_error(429, b"{}", {"Retry-After": "7"}).headers == {"Retry-After": "7"}
 

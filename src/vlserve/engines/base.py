@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +34,7 @@ class EngineRequest:
     body: EngineBody
     kind: Kind = "chat"  # "chat" (messages) or "text" (the completions API: a raw prompt)
     image_pixels: tuple[int, int] | None = None  # (min, max) pixels the images were prepared for
+    image_ids: tuple[str, ...] = ()  # each image_url part's content id, in message order (vLLM's `uuid`)
     json_schema: JSONObject | None = None         # the answer should validate against this (guided decoding)
 
     @property
@@ -138,6 +140,10 @@ class EngineStream:
         if self.aborted:
             yield ServiceError(ErrorKind.ENGINE_UNAVAILABLE, SHUTDOWN_MESSAGE).sse_event()
 
+    def map_chunks(self, change: Callable[[bytes], bytes]) -> None:
+        """Pass every chunk through `change` on its way out (e.g. a note in the usage event)."""
+        self._chunks = _mapped(self._chunks, change)
+
     def abort(self) -> None:
         self.aborted = True
         if self._on_abort is not None:
@@ -160,3 +166,9 @@ class EngineStream:
                         await result
                 except Exception:
                     log.exception("a stream's close callback failed")
+
+
+async def _mapped(chunks: AsyncIterator[bytes], change: Callable[[bytes], bytes]) -> AsyncIterator[bytes]:
+    async with aclosing(chunks):  # type: ignore[type-var]  # an async generator, closed with this one
+        async for chunk in chunks:
+            yield change(chunk)

@@ -6,6 +6,8 @@ added later reach the engine only through `Inference`:
 - admission: a place among MAX_CONCURRENT_REQUESTS, or 429 when none is to be had;
 - the engine call or stream;
 - cancellation when the client goes away (while queued, waiting or generating);
+- one more try with smaller images when the engine could not fit the prompt, before any
+  byte reached the client (smaller_images.py; MEDIA_RETRY_SMALLER);
 - the request's token usage into its `Observation` (metrics and the request log);
 - for streams, release of the place when the stream closes, whatever closed it (the
   response class in `routes/streaming.py` closes it in its own `finally`), and
@@ -21,11 +23,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from vlserve.admission import Admission
 from vlserve.engines.base import Engine, EngineRequest, EngineStream
+from vlserve.errors import ServiceError
 from vlserve.gateway.observation import Observation
+from vlserve.gateway.smaller_images import PIXELS_KEPT, USAGE_NOTE, ImageShrinker, note_in_usage
 from vlserve.openai_types import Completion, usage_from
 
 log = logging.getLogger("vlserve")
@@ -45,43 +49,67 @@ class CallContext:
 
 
 class Inference:
-    def __init__(self, engine: Engine, admission: Admission) -> None:
+    def __init__(self, engine: Engine, admission: Admission, shrinker: ImageShrinker | None = None) -> None:
         self.engine = engine
         self.admission = admission
+        self._shrinker = shrinker  # None: a prompt that does not fit is not retried smaller
         self._open: set[EngineStream] = set()
+        self.retried_smaller = 0  # requests sent again with smaller images (a metric)
 
     async def complete(self, request: EngineRequest, ctx: CallContext) -> Completion:
         """A whole answer, inside an admission place."""
         ctx.obs.model = request.model
-        result = await until_gone(self._admitted_answer(request), ctx)
+        result = await until_gone(self._admitted_answer(request, ctx.obs), ctx)
         ctx.obs.add_usage(usage_from(result.get("usage")))
+        usage = result.get("usage")
+        if ctx.obs.images_shrunk is not None and isinstance(usage, dict):
+            cast(dict[str, object], usage)[USAGE_NOTE] = ctx.obs.images_shrunk
         return result
 
-    async def _admitted_answer(self, request: EngineRequest) -> Completion:
+    async def _admitted_answer(self, request: EngineRequest, obs: Observation) -> Completion:
         release = await self.admission.acquire()
         try:
-            return await self.engine.complete(request)
+            return await self._fitting(self.engine.complete, request, obs)
         finally:
             release()
 
     async def stream(self, request: EngineRequest, ctx: CallContext) -> EngineStream:
         """An open stream that holds an admission place until it is closed."""
         ctx.obs.model = request.model
-        stream = await until_gone(self._admitted_stream(request), ctx)
+        stream = await until_gone(self._admitted_stream(request, ctx.obs), ctx)
+        if ctx.obs.images_shrunk is not None:
+            stream.map_chunks(note_in_usage)
         stream.add_close_callback(lambda: ctx.obs.add_usage(stream.usage))
         self._open.add(stream)
         stream.add_close_callback(lambda: self._open.discard(stream))
         return stream
 
-    async def _admitted_stream(self, request: EngineRequest) -> EngineStream:
+    async def _admitted_stream(self, request: EngineRequest, obs: Observation) -> EngineStream:
         release = await self.admission.acquire()
         try:
-            stream = await self.engine.open_stream(request)
+            stream = await self._fitting(self.engine.open_stream, request, obs)
         except BaseException:
             release()
             raise
         stream.add_close_callback(release)
         return stream
+
+    async def _fitting(self, call: Callable[[EngineRequest], Awaitable[T]], request: EngineRequest,
+                       obs: Observation) -> T:
+        """`call(request)`, and once more with smaller images if the engine could not fit it."""
+        try:
+            return await call(request)
+        except ServiceError as error:
+            if self._shrinker is None or not error.prompt_too_big:
+                raise
+            smaller = await self._shrinker.smaller(request)
+            if smaller is None:  # text only: nothing smaller to send
+                raise
+            log.info("the engine could not fit request %s (%s); sending its images again at %g of their pixels",
+                     obs.request_id, error.code, PIXELS_KEPT)
+        self.retried_smaller += 1
+        obs.images_shrunk = PIXELS_KEPT
+        return await call(smaller)
 
     @property
     def open_streams(self) -> int:

@@ -17,6 +17,7 @@ class Observation:
     model: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    images_shrunk: float | None = None  # the share of pixels the images kept on a retry smaller
     extra: dict[str, str | int | None] = field(default_factory=dict)  # route-specific fields of the log line
 
     def add_usage(self, usage: Usage | None) -> None:

@@ -48,9 +48,10 @@ class RequestBuilder:
         # The schema (schemas.py) has checked every field EngineBody lists.
         request = cast(EngineBody, body.model_dump(exclude_none=True, by_alias=True))
         request["model"], context = self._catalog.target(body.model)
-        budgets = await self._normalize_media(request["messages"], context)
+        budgets, image_ids = await self._normalize_media(request["messages"], context)
         request["messages"] = one_system_message(request["messages"])
-        return EngineRequest(self._with_defaults(request, context), image_pixels=pixel_bounds(budgets))
+        return EngineRequest(self._with_defaults(request, context), image_pixels=pixel_bounds(budgets),
+                             image_ids=image_ids)
 
     def from_completion(self, body: CompletionRequest) -> EngineRequest:
         request = cast(EngineBody, body.model_dump(exclude_none=True))
@@ -77,7 +78,8 @@ class RequestBuilder:
         # `sampling` holds SamplingFields, validated by the schema: EngineBody's own fields.
         request = cast(EngineBody, {"model": resolved, "messages": messages, **sampling})
         return EngineRequest(self._with_defaults(request, context),
-                             image_pixels=pixel_bounds([image.budget for image in images]))
+                             image_pixels=pixel_bounds([image.budget for image in images]),
+                             image_ids=tuple(image.content_id for image in images))
 
     def _with_defaults(self, request: EngineBody, context: int) -> EngineBody:
         settings = self._settings
@@ -94,10 +96,11 @@ class RequestBuilder:
             request.setdefault("top_k", settings.top_k)
         return request
 
-    async def _normalize_media(self, messages: list[ChatMessage], context: int) -> list[PixelBudget]:
+    async def _normalize_media(self, messages: list[ChatMessage],
+                               context: int) -> tuple[list[PixelBudget], tuple[str, ...]]:
         """Replace every image_url/video_url in `messages` (in place) by a validated data URL.
 
-        Returns the pixel budget each image was prepared for.
+        Returns the pixel budget each image was prepared for, and each one's content id.
         """
         media = self.media
         _check_media_roles(messages)
@@ -106,7 +109,7 @@ class RequestBuilder:
             if not _media_url(part).get("url"):
                 raise ServiceError(ErrorKind.BAD_REQUEST, f"A {part['type']} part has no url.", param="messages")
         if not parts:  # most requests: nothing to fetch or decode, no tasks to start
-            return []
+            return [], ()
         media.check_count(len(parts))
         media.check_total([media.estimated_size(_media_url(part)["url"]) for part in parts])
         image_parts = [part for part in parts if part["type"] == "image_url"]
@@ -128,7 +131,7 @@ class RequestBuilder:
                 part["image_url"] = sent
             else:
                 part["video_url"] = sent
-        return [result.budget for result in results if isinstance(result, NormalizedImage)]
+        return [image.budget for image in images], tuple(image.content_id for image in images)
 
 
 def one_system_message(messages: list[ChatMessage]) -> list[ChatMessage]:

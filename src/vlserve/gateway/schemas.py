@@ -34,6 +34,10 @@ class ContentPart(BaseModel):
     text: str | None = None
     image_url: ImageURL | None = None
     video_url: VideoURL | None = None
+    # vLLM takes a part's `uuid` as the name of its image and reuses whatever it cached under
+    # that name: a client's own would let it claim another client's image. The gateway names
+    # images itself (upstream/dialect.py); a client's is dropped.
+    uuid: object = Field(None, exclude=True)
 
     @field_validator("image_url", "video_url", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ that only needed its colours fixed stays lossless (PNG).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 from dataclasses import dataclass
 
@@ -59,6 +60,16 @@ class NormalizedImage:
     sent_bytes: int
     reencoded: bool
     budget: PixelBudget  # the pixel budget it was prepared for (engines are told the same)
+    content_id: str = ""  # what the engine gets, named: the same bytes under the same budget, the same id
+
+
+def content_id(mime: str, sent: bytes, budget: PixelBudget) -> str:
+    """SHA-256 of the bytes sent and the budget they are sent under: engines that cache by a
+    client's name for an image (vLLM's `uuid`) may take it for the image. SHA-256 because
+    CPUs hash it in hardware (1.4 MB in under 1 ms) and a name one could collide would
+    hand another request's image to the model."""
+    head = f"{mime};{budget.factor};{budget.min_pixels};{budget.max_pixels};".encode()
+    return hashlib.sha256(head + sent).hexdigest()
 
 
 def prepare_image(data: bytes, policy: MediaPolicy, budget: PixelBudget,
@@ -115,7 +126,7 @@ def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: Pi
         _verify(img)
         mime = ACCEPTED_FORMATS[fmt]
         return NormalizedImage(to_data_url(mime, data), mime, width, height, len(data), width, height,
-                               len(data), reencoded=False, budget=budget)
+                               len(data), reencoded=False, budget=budget, content_id=content_id(mime, data, budget))
     jpeg = fmt in ("JPEG", "MPO")
     if target is not None and jpeg:
         # Let the JPEG decoder skip detail we are about to throw away: any eighth scale
@@ -132,8 +143,8 @@ def _prepare_open(img: Image.Image, data: bytes, policy: MediaPolicy, budget: Pi
     fixed = _upright_rgb(img, target, orientation,
                          Image.Resampling.BOX if jpeg else Image.Resampling.BICUBIC)
     mime, encoded = _encode(fixed, lossy=target is not None or fmt in LOSSY_FORMATS)
-    return NormalizedImage(to_data_url(mime, encoded), mime, width, height, len(data),
-                           fixed.width, fixed.height, len(encoded), reencoded=True, budget=budget)
+    return NormalizedImage(to_data_url(mime, encoded), mime, width, height, len(data), fixed.width, fixed.height,
+                           len(encoded), reencoded=True, budget=budget, content_id=content_id(mime, encoded, budget))
 
 
 def _verify(img: Image.Image) -> None:

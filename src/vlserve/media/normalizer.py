@@ -77,6 +77,18 @@ class MediaNormalizer:
                 self._on_image(image)
         return images
 
+    async def smaller(self, data_url: str, pixels_cap: int, kept: float) -> NormalizedImage:
+        """An image the gateway prepared (its data URL), again with `kept` of the pixels the
+        engine saw: of its own, or of `pixels_cap` (the budget) when the engine shrank it."""
+        data = await self._load_image(data_url)
+        header = await self._in_pool(read_header, data, self.policy.budget)
+        header.close()
+        if header.probe is None:
+            raise ServiceError(ErrorKind.INVALID_IMAGE, "The image could not be read to send it smaller.")
+        seen = min(header.probe.width * header.probe.height, pixels_cap)
+        target = max(self.policy.budget.factor ** 2, int(seen * kept))
+        return (await self.images([data], [ImageHints(max_pixels=target)]))[0]
+
     async def _cache_keys(self, datas: Sequence[bytes], budgets: Sequence[PixelBudget]) -> list[CacheKey | None]:
         if not self.cache.enabled:
             return [None] * len(datas)
@@ -135,8 +147,10 @@ class MediaNormalizer:
 
     def estimated_size(self, ref: str) -> int:
         """Bytes an inline (base64) reference will decode to; 0 for URLs and paths."""
-        text = ref.split(",", 1)[1] if ref[:5].lower() == "data:" else ref
-        return 0 if ref[:8].lower().startswith(("http://", "https://", "file:")) else len(text) * 3 // 4
+        if ref[:8].lower().startswith(("http://", "https://", "file:")):
+            return 0
+        start = ref.find(",") + 1 if ref[:5].lower() == "data:" else 0  # measured, not copied: megabytes
+        return (len(ref) - start) * 3 // 4
 
     # --- where the bytes come from -----------------------------------------------------------
     async def _load(self, ref: str, kind: str, max_bytes: int, is_kind: Callable[[bytes], bool]) -> bytes:

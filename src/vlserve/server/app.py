@@ -15,12 +15,13 @@ from vlserve.engines.base import Engine
 from vlserve.gateway.catalog import ModelCatalog
 from vlserve.gateway.engine_call import Inference
 from vlserve.gateway.request_builder import RequestBuilder
+from vlserve.gateway.smaller_images import ImageShrinker
 from vlserve.media import MediaNormalizer, MediaPolicy, make_fetch_session, tune_allocator
 from vlserve.server.auth import ApiKeyAuth
 from vlserve.server.body_limit import BodySizeLimit
 from vlserve.server.error_handlers import install_error_handlers
 from vlserve.server.gpu import GpuMonitor
-from vlserve.server.observability import Metrics, Observe
+from vlserve.server.observability import IMAGES_SHRUNK_HEADER, Metrics, Observe
 from vlserve.server.routes import openai, ops, pages, simple
 from vlserve.server.routes.body import document_bodies
 from vlserve.server.state import AppState
@@ -55,7 +56,8 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
             metrics.watch_image_cache(media.cache)
             admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
                                   settings.queue_timeout_s)
-            inference = Inference(the_engine, admission)
+            inference = Inference(the_engine, admission,
+                                  ImageShrinker(media) if settings.media_retry_smaller else None)
             catalog = ModelCatalog(settings, the_engine)
             app.state.vlserve = AppState(settings, inference, RequestBuilder(settings, catalog, media), catalog,
                                          monitor, metrics)
@@ -85,6 +87,7 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
     app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), open_ops=settings.auth_open_ops)
     if settings.cors_allow_origins:  # outside the key check: a browser's preflight carries no key
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_methods=["*"],
-                           allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
+                           allow_headers=["*"], max_age=600,
+                           expose_headers=["X-Request-ID", "Retry-After", IMAGES_SHRUNK_HEADER])
     app.add_middleware(Observe, metrics=metrics)  # outermost: 401s and 413s are counted and logged too
     return app

@@ -30,6 +30,7 @@ from vlserve.media import ImageCache, NormalizedImage
 access_log = logging.getLogger("vlserve.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+IMAGES_SHRUNK_HEADER = "X-VLServe-Images-Shrunk"  # the share of pixels images kept on a retry smaller
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -85,6 +86,9 @@ class _StateCollector:
                                 value=admission.queued)
         status = self._inference.engine.status()
         yield GaugeMetricFamily("vlserve_engine_ready", "1 when the engine answers", value=int(status.ready))
+        yield CounterMetricFamily("vlserve_retries_with_smaller_images", "Requests the engine could not fit, "
+                                  "sent again with each image at a quarter of its pixels",
+                                  value=self._inference.retried_smaller)
         up = GaugeMetricFamily("vlserve_upstream_up", "1 when the replica answers", labels=["replica"])
         load = GaugeMetricFamily("vlserve_upstream_in_flight", "Requests in flight per replica", labels=["replica"])
         for index, replica in enumerate(status.replicas):
@@ -133,6 +137,8 @@ class Observe:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = [*message.get("headers", []), header]
+                if obs.images_shrunk is not None:
+                    headers.append((IMAGES_SHRUNK_HEADER.lower().encode(), str(obs.images_shrunk).encode()))
                 streaming = any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers)
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body" and first_body is None and message.get("body"):
@@ -174,5 +180,7 @@ def _log(scope: Scope, route: str, status: int, seconds: float, ttft: float | No
             "prompt_tokens": obs.prompt_tokens, "completion_tokens": obs.completion_tokens}
     if ttft is not None:
         line["ttft_ms"] = round(ttft * 1000, 1)
+    if obs.images_shrunk is not None:
+        line["images_shrunk"] = obs.images_shrunk
     line.update(obs.extra)
     access_log.info(json.dumps(line))

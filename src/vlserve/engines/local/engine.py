@@ -209,7 +209,7 @@ class LocalEngine:
             body = {**body, "prompt": one_prompt(body.get("prompt"))}
         check_local_options(body, request.kind)
         self._refuse_what_cannot_fit(body, request.kind)
-        return await asyncio.to_thread(self._prepare_blocking, body, request.kind)
+        return await asyncio.to_thread(self._prepare_blocking, body, request.kind, request.image_pixels)
 
     def _refuse_what_cannot_fit(self, body: EngineBody, kind: Kind) -> None:
         """A prompt with more characters than the context could hold even at the longest
@@ -232,10 +232,14 @@ class LocalEngine:
                                                    add_generation_prompt=True)
         return text, images, tools
 
-    def _prepare_blocking(self, body: EngineBody, kind: Kind) -> PreparedPrompt:
+    def _prepare_blocking(self, body: EngineBody, kind: Kind, image_pixels: tuple[int, int] | None) -> PreparedPrompt:
         text, images, tools = self._prompt_text(body, kind)
         in_reasoning = kind == "chat" and text.rstrip().endswith(THINK_OPEN)
-        inputs = self._processor(text=[text], images=images or None, return_tensors="pt")
+        # The pixel budget the gateway prepared the images for, as LMDeploy's processor is told
+        # it (mm_processor_kwargs): the model's own processor defaults know nothing of it.
+        size = {"shortest_edge": image_pixels[0], "longest_edge": image_pixels[1]} if images and image_pixels else {}
+        inputs = self._processor(text=[text], images=images or None, return_tensors="pt",
+                                 **({"size": size} if size else {}))
         prompt_tokens = int(inputs["input_ids"].shape[1])
         if prompt_tokens == 0:
             raise ServiceError(ErrorKind.BAD_REQUEST, "The prompt is empty: give the model some text to continue.",

@@ -119,7 +119,7 @@ class TokenGenerator:
                 raise ServiceError(ErrorKind.BAD_REQUEST, "The sampling settings made the probabilities "
                                    "invalid (inf or nan); use less extreme values.") from None
             if isinstance(exc, torch.OutOfMemoryError):
-                raise ServiceError(ErrorKind.ENGINE_UNAVAILABLE, "The engine ran out of memory for this "
+                raise ServiceError(ErrorKind.ENGINE_OUT_OF_MEMORY, "The engine ran out of memory for this "
                                    "request; try fewer or smaller images or a shorter answer.") from None
             raise
         finally:

@@ -40,6 +40,7 @@ from vlserve.engines.upstream.errors import transport_error, upstream_error
 from vlserve.engines.upstream.lmdeploy_compat import checked_completion
 from vlserve.engines.upstream.relay import StreamRelay
 from vlserve.engines.upstream.replicas import Lease, Replica, ReplicaSet
+from vlserve.engines.upstream.stream_start import read_opening
 from vlserve.engines.upstream.transport import AiohttpTransport, Transport, UpstreamResponse, UpstreamTimeouts
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.openai_types import Completion, EngineBody, Usage
@@ -77,7 +78,8 @@ class UpstreamEngine:
         self._settings = settings
         self._timeouts = UpstreamTimeouts.from_settings(settings)
         self.replicas = ReplicaSet(settings.upstream_base_url, settings.upstream_connect_timeout_s)
-        self._dialect = UpstreamDialect(settings.upstream_mm_kwargs, settings.upstream_guided_decoding)
+        self._dialect = UpstreamDialect(settings.upstream_mm_kwargs, settings.upstream_guided_decoding,
+                                        settings.upstream_image_uuids)
         self._make_transport = transport
         self._transport: Transport | None = None
 
@@ -131,12 +133,22 @@ class UpstreamEngine:
     async def open_stream(self, request: EngineRequest) -> EngineStream:
         deadline = time.monotonic() + self._timeouts.total_s
         resp, lease = await self._open(request, stream=True)
+        opening = b""
+        if request.image_pixels is not None:  # it could be sent again smaller: stream_start.py
+            try:
+                opening = await read_opening(resp.content.iter_any(), request.max_tokens)
+            except BaseException as exc:
+                resp.close()
+                lease.release()
+                if isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+                    raise transport_error(exc) from None
+                raise
 
         def report(usage: Usage) -> None:
             stream.usage = usage
 
         rewriter = StreamRewriter(request.model) if request.kind == "chat" else None
-        stream = EngineStream(self._relay(resp, deadline, report, rewriter),
+        stream = EngineStream(self._relay(resp, deadline, report, rewriter, opening),
                               on_close=resp.close, on_abort=resp.close)
         stream.add_close_callback(lease.release)
         return stream
@@ -211,10 +223,15 @@ class UpstreamEngine:
 
     async def _relay(self, resp: UpstreamResponse, deadline: float,
                      report_usage: Callable[[Usage], None],
-                     rewriter: StreamRewriter | None) -> AsyncIterator[bytes]:
+                     rewriter: StreamRewriter | None, opening: bytes = b"") -> AsyncIterator[bytes]:
         finished = False
         relay = StreamRelay(report_usage, rewriter)
         try:
+            out = relay.feed(opening) if opening else b""
+            if out:
+                yield out
+            if relay.failed:
+                return
             async for chunk in resp.content.iter_any():
                 out = relay.feed(chunk)
                 if out:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import TypedDict
 
@@ -23,6 +24,16 @@ _STATUS_KINDS = {
     415: ErrorKind.UNSUPPORTED_MEDIA, 422: ErrorKind.VALIDATION, 429: ErrorKind.OVERLOADED,
     503: ErrorKind.ENGINE_UNAVAILABLE, 504: ErrorKind.UPSTREAM_TIMEOUT,
 }
+
+
+# How engines word a prompt that does not fit, when they give no `context_length_exceeded`
+# code: vLLM ("This model's maximum context length is 4096 tokens...", "The decoder prompt
+# (length 5000) is longer than the maximum model length of 4096"), LMDeploy 0.16+ ("Input
+# length (5000) must be smaller than the model context length (4096)", "The request exceeds
+# the model context length"), and out of memory (PyTorch's "CUDA out of memory").
+_DOES_NOT_FIT = re.compile(r"context length|maximum model length|max_model_len|session_len|exceeds? the model",
+                           re.IGNORECASE)
+_OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemory", re.IGNORECASE)
 
 
 def _parse(body: bytes) -> object:
@@ -80,9 +91,14 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> Serv
     if status in (401, 403):  # the gateway's own credentials were refused: not the client's fault
         log.error("upstream refused the gateway's credentials (%d): %s", status, message)
         return ServiceError(ErrorKind.UPSTREAM_ERROR, "The model engine refused the gateway's credentials.")
+    if _OUT_OF_MEMORY.search(message):
+        return ServiceError(ErrorKind.ENGINE_OUT_OF_MEMORY, f"The model engine ran out of memory for this request: "
+                            f"{message}")
     if status >= 500 and status not in _STATUS_KINDS:
         return ServiceError(ErrorKind.UPSTREAM_ERROR, f"The model engine failed (HTTP {status}): {message}")
     kind = _STATUS_KINDS.get(status, ErrorKind.BAD_REQUEST)
+    if status == 400 and _DOES_NOT_FIT.search(message):
+        kind = ErrorKind.CONTEXT_TOO_LONG  # OpenAI's code for it, which clients act on
     retry = {"Retry-After": headers["Retry-After"]} if status in (429, 503) and "Retry-After" in headers else None
     return ServiceError(kind, message, status=status, headers=retry, **_envelope_fields(data))
 

@@ -35,6 +35,7 @@ class Replica:
     models: list[str] = field(default_factory=list)
     last_error: str = "not probed yet"
     in_flight: int = 0
+    owned_by: str = ""  # what its /v1/models says of its models: "vllm", "lmdeploy", "vlserve"...
     # Optional fields the gateway adds that this replica refused (learned, never sent again).
     refused_fields: set[str] = field(default_factory=set)
 
@@ -93,7 +94,8 @@ class ReplicaSet:
                 body = await resp.json(content_type=None)
                 if resp.status != 200:
                     raise ValueError(f"HTTP {resp.status}")
-                models = [m["id"] for m in body.get("data", []) if isinstance(m, dict) and m.get("id")]
+                cards = [m for m in body.get("data", []) if isinstance(m, dict) and m.get("id")]
+                models = [card["id"] for card in cards]
                 if not models:
                     raise ValueError("no models listed")
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, AttributeError) as exc:
@@ -104,6 +106,7 @@ class ReplicaSet:
         if not replica.ready:
             log.info("upstream %s ready, models %s", replica.base_url, models)
         replica.ready, replica.models, replica.last_error = True, models, ""
+        replica.owned_by = str(cards[0].get("owned_by") or "")
 
     def _update_event(self) -> None:
         if any(r.ready for r in self.replicas):
