@@ -3,7 +3,9 @@
     python bench/asgi_floor.py [--requests 1000]    # granian: pip install granian first
 
 Same loads, engine, pinning and CPU accounting as bench/overhead.py (small answers, 16
-in flight; streams with chunks 25 ms apart, 64 in flight), side by side in one run:
+in flight; streams with chunks 25 ms apart, 64 in flight; a 1 MB photo per request, the
+same one or a new one each time), side by side in one run, with each gateway's ratio to
+the floor on the same server:
 
 - vlserve as it runs (uvicorn with http_server.py's protocol);
 - vlserve's app under granian (Rust HTTP server, one worker, uvloop), when installed;
@@ -106,19 +108,47 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+LOADS = ("small", "stream", "image", "image-new")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--only", choices=LOADS, action="append", help="run only this load (repeatable)")
     args = parser.parse_args()
     specs = overhead.loads(args.requests)
-    results = {name: overhead.run_load(name, *specs[name], start_gateways=start_all) for name in ("small", "stream")}
-    print("| gateway | small: CPU µs/request | stream: CPU µs/chunk | stream throughput vs direct | TTFT p50 ms |")
-    print("|---|---:|---:|---:|---:|")
-    for name in results["small"]:
-        small, stream = results["small"][name], results["stream"][name]
-        direct = results["stream"]["direct"]
-        print(f"| {name} | {small['cpu_us_per_request']:,.0f} | {stream['cpu_us_per_chunk']:.1f} | "
-              f"{stream['chunks_per_s'] / direct['chunks_per_s']:.2f}× | {stream['summary']['ttft_ms']['p50']:.1f} |")
+    results = {name: overhead.run_load(name, *specs[name], start_gateways=start_all)
+               for name in LOADS if not args.only or name in args.only}
+    print(table(results))
+
+
+def table(results: dict[str, dict[str, dict]]) -> str:
+    """One row per gateway, then each one's ratio to the floor on the same server."""
+    columns = [("small: CPU µs/request", "small", lambda r, d: r["cpu_us_per_request"], "{:,.0f}"),
+               ("stream: CPU µs/chunk", "stream", lambda r, d: r["cpu_us_per_chunk"], "{:.1f}"),
+               ("stream throughput vs direct", "stream", lambda r, d: r["chunks_per_s"] / d["chunks_per_s"], "{:.2f}×"),
+               ("TTFT p50 ms", "stream", lambda r, d: r["summary"]["ttft_ms"]["p50"], "{:.1f}"),
+               ("1 MB photo, the same each time: CPU µs/request", "image", lambda r, d: r["cpu_us_per_request"],
+                "{:,.0f}"),
+               ("1 MB photo, a new one each time: CPU µs/request", "image-new",
+                lambda r, d: r["cpu_us_per_request"], "{:,.0f}")]
+    columns = [column for column in columns if column[1] in results]
+    gateways = [name for name in next(iter(results.values())) if name != "direct"]
+
+    def value(name: str, load: str, measure) -> float:
+        return measure(results[load][name], results[load]["direct"])
+
+    lines = ["| gateway | " + " | ".join(title for title, *_ in columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {name} | " + " | ".join(fmt.format(value(name, load, measure)) for _, load, measure, fmt in columns)
+              + " |" for name in gateways]
+    for name in gateways:
+        floor = "floor (granian)" if "granian" in name else "floor (uvicorn)"
+        if name.startswith("floor") or floor not in gateways:
+            continue
+        ratios = [f"{title.split(':')[0]} {value(name, load, measure) / value(floor, load, measure):.2f}×"
+                  for title, load, measure, _ in columns if "CPU" in title]
+        lines.append(f"\n{name} against {floor}: " + "; ".join(ratios))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class BenchConfig:
     prompt: str = "Describe this picture in detail."
     max_tokens: int = 128
     image_size: tuple[int, int] | None = None  # a generated JPEG of this size in each request
+    distinct_images: bool = False       # each request's JPEG differs in its bytes: no cache can serve it
     concurrency: int = 8
     rate: float | None = None           # requests per second (open loop); None: closed loop
     duration_s: float | None = 30.0     # measure for this long…
@@ -119,12 +120,31 @@ def sample_image(size: tuple[int, int]) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+class NumberedImages:
+    """One JPEG data URL, a new number in a comment segment each time: the same picture,
+    different bytes. The comment is 18 bytes with the start-of-image marker, a multiple of
+    3, so its base64 joins the rest's (encoded once) without re-encoding the photo."""
+
+    def __init__(self, data_url: str) -> None:
+        head, encoded = data_url.split(",", 1)
+        rest = base64.b64decode(encoded)[2:]  # after the start-of-image marker
+        self._head = head + ","
+        self._rest = base64.b64encode(rest).decode("ascii")
+        self._count = 0
+
+    def next(self) -> str:
+        self._count += 1
+        comment = b"\xff\xd8\xff\xfe\x00\x0e" + b"%012d" % self._count
+        return self._head + base64.b64encode(comment).decode("ascii") + self._rest
+
+
 class LoadGenerator:
     def __init__(self, config: BenchConfig) -> None:
         self.config = config
         self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._base = config.url.rstrip("/") + "/v1"
         self._body: dict[str, Any] = {}
+        self._numbered: NumberedImages | None = None
 
     def run_sync(self) -> BenchReport:
         return asyncio.run(self.run())
@@ -136,6 +156,8 @@ class LoadGenerator:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers) as session:
             model = config.model or await self._first_model(session)
             self._body = self._request_body(model)
+            if config.image_size and config.distinct_images:
+                self._numbered = NumberedImages(self._body["messages"][0]["content"][0]["image_url"]["url"])
             started = time.monotonic()
             results = await (self._open_loop(session, started) if config.rate else self._closed_loop(session, started))
             measured = [r for r in results if r.started >= started + config.warmup_s]
@@ -196,7 +218,7 @@ class LoadGenerator:
     async def _one(self, session: aiohttp.ClientSession) -> RequestResult:
         started = time.monotonic()
         try:
-            async with session.post(f"{self._base}/chat/completions", json=self._body) as resp:
+            async with session.post(f"{self._base}/chat/completions", json=self._next_body()) as resp:
                 if resp.status != 200:
                     await resp.read()
                     return RequestResult(started, False, time.monotonic() - started, error=f"HTTP {resp.status}")
@@ -207,6 +229,13 @@ class LoadGenerator:
                 return await self._read_stream(resp, started)
         except (TimeoutError, aiohttp.ClientError) as exc:
             return RequestResult(started, False, time.monotonic() - started, error=type(exc).__name__)
+
+    def _next_body(self) -> dict[str, Any]:
+        if self._numbered is None:
+            return self._body
+        image = {"type": "image_url", "image_url": {"url": self._numbered.next()}}
+        message = {"role": "user", "content": [image, *self._body["messages"][0]["content"][1:]]}
+        return {**self._body, "messages": [message]}
 
     async def _read_stream(self, resp: aiohttp.ClientResponse, started: float) -> RequestResult:
         result = RequestResult(started, True, 0.0)

@@ -122,3 +122,22 @@ def test_percentiles():
     assert percentile([], 50) is None
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert percentile(list(map(float, range(101))), 99) == 99.0
+
+
+def test_numbered_images_are_the_same_picture_in_different_bytes():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from vlserve.tools.loadgen import NumberedImages, sample_image
+
+    def decoded(url: str) -> tuple[bytes, bytes]:
+        data = base64.b64decode(url.split(",", 1)[1], validate=True)
+        with Image.open(io.BytesIO(data)) as img:
+            return data, img.tobytes()
+
+    url = sample_image((96, 64))
+    numbered = NumberedImages(url)
+    (first, first_pixels), (second, second_pixels) = decoded(numbered.next()), decoded(numbered.next())
+    assert first != second and first_pixels == second_pixels == decoded(url)[1]
