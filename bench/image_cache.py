@@ -18,9 +18,7 @@ Two measurements, each against vlserve pinned to core 0 in front of a canned eng
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime
-import io
 import os
 import platform
 import re
@@ -38,21 +36,14 @@ from gateway import cpu_seconds, wait_ready  # noqa: E402
 from overhead import PHOTO, Engine, start  # noqa: E402
 from servers import free_port  # noqa: E402
 
-from vlserve.tools.loadgen import BenchConfig, LoadGenerator  # noqa: E402
+from vlserve.tools.loadgen import BenchConfig, LoadGenerator, sample_image  # noqa: E402
 
 BIG_PHOTO = (4000, 3000)
 
 
 def twelve_megapixels() -> str:
     """A photo-like 4000x3000 JPEG (noise over a gradient, as bench/media.py's), as a data URL."""
-    from PIL import Image
-
-    gradient = Image.linear_gradient("L").resize(BIG_PHOTO)
-    noise = Image.effect_noise(BIG_PHOTO, 40)
-    image = Image.merge("RGB", (gradient, noise, Image.blend(gradient, noise, 0.5)))
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=90)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return sample_image(BIG_PHOTO)
 
 
 def vlserve(engine: Engine, **env: str):

@@ -98,21 +98,29 @@ class ScriptedUpstream:
         return app
 
     def start(self) -> ScriptedUpstream:
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            runner = web.AppRunner(self.app())
-            self.loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            self.loop.run_forever()
-
-        threading.Thread(target=run, daemon=True).start()
-        assert ready.wait(10), "the scripted upstream did not start"
+        self.port = serve_in_thread(self.app(), self.loop)
         return self
+
+
+def serve_in_thread(app: web.Application, loop: asyncio.AbstractEventLoop) -> int:
+    """Serve `app` on 127.0.0.1 from a daemon thread running `loop`; the port it listens on."""
+    ready = threading.Event()
+    port = 0
+
+    def run() -> None:
+        nonlocal port
+        asyncio.set_event_loop(loop)
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert ready.wait(10), "the server did not start"
+    return port
 
 
 def main() -> None:

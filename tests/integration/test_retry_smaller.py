@@ -24,7 +24,6 @@ import asyncio
 import base64
 import io
 import json
-import threading
 
 import httpx
 import openai
@@ -32,6 +31,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from ..scripted_upstream import serve_in_thread
 from ..servers import ServerProcess
 from .conftest import TEST_MEDIA_ENV, jpeg_bytes
 
@@ -124,22 +124,9 @@ class ContextLimitedUpstream:
         await response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
 
     def start(self) -> ContextLimitedUpstream:
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.add_routes([web.get("/v1/models", self._models), web.post("/v1/chat/completions", self._chat)])
-            runner = web.AppRunner(app)
-            self.loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            self.loop.run_forever()
-
-        threading.Thread(target=run, daemon=True).start()
-        assert ready.wait(10), "the upstream did not start"
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.add_routes([web.get("/v1/models", self._models), web.post("/v1/chat/completions", self._chat)])
+        self.port = serve_in_thread(app, self.loop)
         return self
 
 
