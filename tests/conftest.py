@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Usage the test servers record stays out of the home directory (each test that reads it
+# gives its server a file of its own).
+os.environ.setdefault("USAGE_FILE", os.path.join(tempfile.mkdtemp(prefix="vlserve-usage-"), "usage.sqlite3"))
 
 import pytest
 from hypothesis import settings
@@ -27,6 +31,23 @@ def tiny_model_dir(tmp_path_factory):
 def processor(tiny_model_dir):
     from transformers import AutoProcessor
     return AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One real redis-server for the session; each test that uses it starts from empty."""
+    from .redis_server import RedisServer, redis_or_skip
+
+    redis_or_skip()
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    redis_server.flush()
+    return redis_server.url
 
 
 @pytest.hookimpl(hookwrapper=True)

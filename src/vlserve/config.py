@@ -21,6 +21,11 @@ MiB = 1024 * 1024
 CommaList = Annotated[list[str], NoDecode]
 
 
+def _data_dir() -> Path:
+    """Where what must survive a restart lives ($XDG_DATA_HOME/vlserve)."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "vlserve"
+
+
 class SettingsError(ValueError):
     """A setting has a bad value; the message is one line that names the variable."""
 
@@ -98,6 +103,12 @@ class Settings(BaseSettings):
     max_queued_requests: int = Field(256, ge=0, alias="MAX_QUEUED_REQUESTS")
     queue_timeout_s: float = Field(30.0, gt=0, alias="QUEUE_TIMEOUT_S")
 
+    # --- keys' limits and usage (tenancy/) ---------------------------------------------
+    redis_url: str | None = Field(None, alias="REDIS_URL", repr=False)
+    redis_timeout_s: float = Field(0.5, gt=0, alias="REDIS_TIMEOUT_S")
+    limits_on_store_error: Literal["open", "closed"] = Field("open", alias="LIMITS_ON_STORE_ERROR")
+    usage_file: Path | None = Field(default_factory=lambda: _data_dir() / "usage.sqlite3", alias="USAGE_FILE")
+
     # --- LocalEngine --------------------------------------------------------------------
     local_device: Literal["auto", "cpu", "cuda"] = Field("auto", alias="LOCAL_DEVICE")
     local_threads: int | None = Field(None, ge=1, alias="LOCAL_THREADS")
@@ -168,12 +179,26 @@ class Settings(BaseSettings):
         return path
 
     def all_api_keys(self) -> list[str]:
-        """API_KEYS plus one key per line of API_KEYS_FILE (blank lines and # comments skipped)."""
+        """The keys known in clear: API_KEYS plus one key per line of a plain API_KEYS_FILE
+        (blank lines and # comments skipped). A `.toml` file's keys are read by
+        tenancy/keys.py, with their names and limits."""
         keys = list(self.api_keys)
-        if self.api_keys_file is not None:
+        if self.api_keys_file is not None and not self.api_keys_file.name.endswith(".toml"):
             lines = (line.strip() for line in self.api_keys_file.read_text().splitlines())
             keys += [line for line in lines if line and not line.startswith("#")]
         return keys
+
+    @field_validator("usage_file", mode="before")
+    @classmethod
+    def _usage_off(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "off", "none") else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^(redis|rediss|unix)://", url):
+            raise ValueError("not a Redis URL: write redis://host:6379/0 (rediss:// for TLS, unix:// for a socket)")
+        return url or None
 
     @field_validator("allowed_local_media_path")
     @classmethod

@@ -24,6 +24,8 @@ class ErrorKind(Enum):
     IMAGE_FETCH_FAILED = (400, "invalid_request_error", "image_fetch_failed")
     CONTEXT_TOO_LONG = (400, "invalid_request_error", "context_length_exceeded")
     UNAUTHORIZED = (401, "authentication_error", "invalid_api_key")
+    MODEL_NOT_ALLOWED = (403, "permission_error", "model_not_allowed")
+    FORBIDDEN = (403, "permission_error", "forbidden")
     MODEL_NOT_FOUND = (404, "invalid_request_error", "model_not_found")
     ROUTE_NOT_FOUND = (404, "invalid_request_error", "not_found")
     METHOD_NOT_ALLOWED = (405, "invalid_request_error", "method_not_allowed")
@@ -33,10 +35,13 @@ class ErrorKind(Enum):
     HEADERS_TOO_LARGE = (431, "invalid_request_error", "request_header_fields_too_large")
     VALIDATION = (422, "invalid_request_error", "validation_error")
     OVERLOADED = (429, "rate_limit_error", "overloaded")
+    RATE_LIMITED = (429, "rate_limit_error", "rate_limit_exceeded")        # a key's per-minute limits
+    QUOTA_EXCEEDED = (429, "insufficient_quota", "insufficient_quota")     # a key's per-day limits
     INTERNAL = (500, "server_error", "internal_error")
     UPSTREAM_ERROR = (502, "upstream_error", "bad_gateway")
     ENGINE_UNAVAILABLE = (503, "service_unavailable", "engine_unavailable")
     ENGINE_OUT_OF_MEMORY = (503, "service_unavailable", "engine_out_of_memory")
+    LIMITS_UNAVAILABLE = (503, "service_unavailable", "limits_unavailable")
     TOO_MANY_CONNECTIONS = (503, "service_unavailable", "too_many_connections")
     UPSTREAM_TIMEOUT = (504, "timeout_error", "upstream_timeout")
 

@@ -57,3 +57,16 @@ async def test_a_waiter_that_leaves_does_not_leak_a_place():
     again = await admission.acquire()
     again()
     assert admission.active == 0
+
+
+async def test_a_refusal_says_what_it_is_behind():
+    """A chat refused behind a front-end's long title request is told so, not just "at capacity"."""
+    admission = Admission(limit=1, max_queued=0, timeout_s=30, who="The local engine")
+    release = await admission.acquire("one for up to 1,000 tokens")
+    with pytest.raises(ServiceError) as refused:
+        await admission.acquire("one for up to 64 tokens")
+    message = refused.value.message
+    assert message.startswith("The local engine is at capacity (1 request running (one for up to 1,000 tokens, for ")
+    assert "and 0 waiting" in message
+    release()
+    assert (await admission.acquire())  # the place is free again

@@ -1,5 +1,5 @@
 """The commands that talk to a running service, or look at this machine: `vlserve chat`,
-`vlserve gpu` and `vlserve bench`."""
+`vlserve gpu`, `vlserve usage` and `vlserve bench`."""
 
 from __future__ import annotations
 
@@ -72,6 +72,43 @@ def gpu(
         console.out(json.dumps(status, indent=2))
         return
     console.print(_gpu_table(status, server or "this machine"))
+
+
+@app.command()
+def usage(
+    start: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD (UTC) [default: today]")] = None,
+    end: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (UTC), included [default: today]")] = None,
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON")] = False,
+) -> None:
+    """Print usage per day, key, user and model (needs an admin key)."""
+    from vlserve.tools.client import ClientError, VLClient, default_server
+
+    server = server or default_server()
+    try:
+        with VLClient(server, api_key, timeout=30) as client:
+            rows = client.usage(start, end)
+    except ClientError as exc:
+        raise fail("usage", exc) from None
+    if as_json:
+        console.out(json.dumps(rows, indent=2))
+        return
+    console.print(_usage_table(rows, server))
+
+
+def _usage_table(rows: list[dict[str, Any]], where: str) -> Table:
+    table = Table(title=f"Usage on {where}")
+    for column in ("day", "key", "user", "model", "requests", "prompt tokens", "completion tokens", "images",
+                   "4xx", "5xx"):
+        table.add_column(column, justify="right" if column not in ("day", "key", "user", "model") else "left")
+    for row in rows:
+        table.add_row(row["day"], row["key"], row["user"] or "-", row["model"] or "-", f"{row['requests']:,}",
+                      f"{row['prompt_tokens']:,}", f"{row['completion_tokens']:,}", f"{row['images']:,}",
+                      str(row["errors"]["4xx"]), str(row["errors"]["5xx"]))
+    if not rows:
+        table.add_row("(no requests in these days)", *[""] * 9)
+    return table
 
 
 def _gpu_table(status: GpuStatus, where: str) -> Table:

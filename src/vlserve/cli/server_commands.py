@@ -24,6 +24,17 @@ def _server_settings(**overrides) -> Settings:
     return settings
 
 
+def _check_keys(settings: Settings) -> None:
+    """A key file that cannot be used stops the start, in one line naming the key and field."""
+    from vlserve.tenancy.keys import KeyFileError, load_key_ring
+
+    try:
+        load_key_ring(settings.api_keys, settings.api_keys_file)
+    except KeyFileError as exc:
+        typer.echo(f"vlserve: API_KEYS_FILE {settings.api_keys_file}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _startup_banner(settings: Settings) -> str:
     url = f"http://{settings.host}:{settings.port}"
     if settings.engine_kind == "upstream":
@@ -48,6 +59,7 @@ def serve(
     from vlserve.server.app import create_app
 
     settings = _server_settings(HOST=host, PORT=port, MODEL_PATH=model)
+    _check_keys(settings)
     if settings.engine_kind == "local":
         try:
             check_local_model(settings)
@@ -68,6 +80,7 @@ def launch(
     from vlserve.launch.launcher import run_launcher
 
     settings = _server_settings(HOST=host, PORT=port, MODEL_PATH=model)
+    _check_keys(settings)
     try:
         code = run_launcher(settings)
     except SettingsError as exc:

@@ -36,6 +36,8 @@ class EngineRequest:
     image_pixels: tuple[int, int] | None = None  # (min, max) pixels the images were prepared for
     image_ids: tuple[str, ...] = ()  # each image_url part's content id, in message order (vLLM's `uuid`)
     json_schema: JSONObject | None = None         # the answer should validate against this (guided decoding)
+    token_bound: int | None = None  # the most tokens (prompt + answer) it can use: what a token limit reserves
+    visuals: int = 0                # images and videos it sends
 
     @property
     def model(self) -> str:
@@ -128,6 +130,7 @@ class EngineStream:
         self._on_close: list[CloseCallback] = [on_close] if on_close else []
         self._closed = False
         self.usage: Usage | None = None  # set by the engine when the stream reports it
+        self.chunks_sent = 0  # an estimate of the tokens sent, when the client leaves before `usage`
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._relay()
@@ -136,6 +139,7 @@ class EngineStream:
         async for chunk in self._chunks:
             if self.aborted:
                 break
+            self.chunks_sent += 1
             yield chunk
         if self.aborted:
             yield ServiceError(ErrorKind.ENGINE_UNAVAILABLE, SHUTDOWN_MESSAGE).sse_event()

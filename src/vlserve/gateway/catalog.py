@@ -46,6 +46,11 @@ class ModelCatalog:
             return [self._alias, *models]
         return models
 
+    def aliases(self) -> dict[str, str]:
+        """Each name that is not an engine id -> the engine id it means."""
+        models = self._engine.status().models
+        return {self._alias: models[0]} if self._alias and models and self._alias not in models else {}
+
     def _resolve(self, requested: str | None, models: list[str]) -> str:
         if requested is None or requested in models:
             return requested or models[0]

@@ -27,10 +27,11 @@ from typing import TypeVar, cast
 
 from vlserve.admission import Admission
 from vlserve.engines.base import Engine, EngineRequest, EngineStream
-from vlserve.errors import ServiceError
+from vlserve.errors import ErrorKind, ServiceError
 from vlserve.gateway.observation import Observation
 from vlserve.gateway.smaller_images import PIXELS_KEPT, USAGE_NOTE, ImageShrinker, note_in_usage
-from vlserve.openai_types import Completion, usage_from
+from vlserve.openai_types import Completion, Usage, usage_from
+from vlserve.tenancy.quota import Ticket
 
 log = logging.getLogger("vlserve")
 T = TypeVar("T")
@@ -46,6 +47,7 @@ class CallContext:
 
     obs: Observation
     client_gone: Callable[[], Awaitable[None]]
+    ticket: Ticket | None = None  # the caller's limits and usage; None outside the HTTP edge (tests)
 
 
 class Inference:
@@ -59,8 +61,15 @@ class Inference:
     async def complete(self, request: EngineRequest, ctx: CallContext) -> Completion:
         """A whole answer, inside an admission place."""
         ctx.obs.model = request.model
-        result = await until_gone(self._admitted_answer(request, ctx.obs), ctx)
+        entry = await _charge(request, ctx.ticket)
+        try:
+            result = await until_gone(self._admitted_answer(request, ctx.obs), ctx)
+        except BaseException:
+            _nothing_spent(ctx.ticket, entry)  # no answer: the reservation is given back
+            raise
         ctx.obs.add_usage(usage_from(result.get("usage")))
+        if ctx.ticket is not None and entry is not None:
+            ctx.ticket.spent(entry, *_tokens_used(usage_from(result.get("usage")), request, 0))
         usage = result.get("usage")
         if ctx.obs.images_shrunk is not None and isinstance(usage, dict):
             cast(dict[str, object], usage)[USAGE_NOTE] = ctx.obs.images_shrunk
@@ -76,10 +85,19 @@ class Inference:
     async def stream(self, request: EngineRequest, ctx: CallContext) -> EngineStream:
         """An open stream that holds an admission place until it is closed."""
         ctx.obs.model = request.model
-        stream = await until_gone(self._admitted_stream(request, ctx.obs), ctx)
+        entry = await _charge(request, ctx.ticket)
+        try:
+            stream = await until_gone(self._admitted_stream(request, ctx.obs), ctx)
+        except BaseException:
+            _nothing_spent(ctx.ticket, entry)
+            raise
         if ctx.obs.images_shrunk is not None:
             stream.map_chunks(note_in_usage)
         stream.add_close_callback(lambda: ctx.obs.add_usage(stream.usage))
+        if ctx.ticket is not None and entry is not None:
+            ticket = ctx.ticket
+            stream.add_close_callback(lambda: ticket.spent(entry, *_tokens_used(stream.usage, request,
+                                                                                stream.chunks_sent)))
         self._open.add(stream)
         stream.add_close_callback(lambda: self._open.discard(stream))
         return stream
@@ -121,6 +139,33 @@ class Inference:
             log.warning("drain time is up: ending %d open streams with an error event", len(self._open))
         for stream in list(self._open):
             stream.abort()
+
+
+async def _charge(request: EngineRequest, ticket: Ticket | None) -> str | None:
+    """The caller may use this model, and its limits have room for this call's tokens and
+    images (reserved now, settled when the response is over)."""
+    if ticket is None:
+        return None
+    if not ticket.caller.may_use(request.model, ticket.aliases):
+        allowed = ", ".join(sorted(ticket.caller.key.models or ()))
+        raise ServiceError(ErrorKind.MODEL_NOT_ALLOWED, f"The key {ticket.caller.key.name!r} may not use the "
+                           f"model {request.model!r}; it may use: {allowed}.", param="model")
+    ticket.model = request.model
+    return await ticket.reserve(request.token_bound or 0, request.visuals)
+
+
+def _nothing_spent(ticket: Ticket | None, entry: str | None) -> None:
+    if ticket is not None and entry is not None:
+        ticket.spent(entry, 0, 0)
+
+
+def _tokens_used(usage: Usage | None, request: EngineRequest, chunks_sent: int) -> tuple[int, int]:
+    """(prompt, completion) tokens: the engine's count, or, for a stream the client left
+    before the engine counted, the prompt's bound and one token per chunk sent."""
+    if usage is not None:
+        return usage["prompt_tokens"], usage["completion_tokens"]
+    prompt_bound = (request.token_bound or 0) - (request.max_tokens or 0)
+    return max(0, prompt_bound), chunks_sent
 
 
 async def until_gone(work: Coroutine[object, None, T], ctx: CallContext) -> T:

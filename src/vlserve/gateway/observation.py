@@ -18,6 +18,7 @@ class Observation:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     images_shrunk: float | None = None  # the share of pixels the images kept on a retry smaller
+    client_left: bool = False  # the client went away before the answer was over (logged as 499)
     extra: dict[str, str | int | None] = field(default_factory=dict)  # route-specific fields of the log line
 
     def add_usage(self, usage: Usage | None) -> None:

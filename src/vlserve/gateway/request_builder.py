@@ -17,6 +17,7 @@ from vlserve.engines.base import EngineRequest
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.gateway.catalog import ModelCatalog
 from vlserve.gateway.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
+from vlserve.gateway.token_bound import token_bound, visual_kinds
 from vlserve.media import ImageHints, MediaNormalizer, NormalizedImage, NormalizedVideo, PixelBudget
 from vlserve.openai_types import ChatMessage, ContentPart, EngineBody, JSONObject, MediaURL, max_tokens_of, text_of
 
@@ -50,14 +51,14 @@ class RequestBuilder:
         request["model"], context = self._catalog.target(body.model)
         budgets, image_ids = await self._normalize_media(request["messages"], context)
         request["messages"] = one_system_message(request["messages"])
-        return EngineRequest(self._with_defaults(request, context), image_pixels=pixel_bounds(budgets),
-                             image_ids=image_ids)
+        return self._bounded(EngineRequest(self._with_defaults(request, context), image_pixels=pixel_bounds(budgets),
+                                           image_ids=image_ids), context)
 
     def from_completion(self, body: CompletionRequest) -> EngineRequest:
         request = cast(EngineBody, body.model_dump(exclude_none=True))
         request["model"], context = self._catalog.target(body.model)
         request.setdefault("max_tokens", min(COMPLETIONS_DEFAULT_MAX_TOKENS, context - 1))
-        return EngineRequest(self._with_defaults(request, context), kind="text")
+        return self._bounded(EngineRequest(self._with_defaults(request, context), kind="text"), context)
 
     async def images(self, sources: list[str | bytes]) -> list[NormalizedImage]:
         """The images of /infer and /analyze (references or uploaded bytes), refused
@@ -77,9 +78,21 @@ class RequestBuilder:
         resolved, context = self._catalog.target(model)
         # `sampling` holds SamplingFields, validated by the schema: EngineBody's own fields.
         request = cast(EngineBody, {"model": resolved, "messages": messages, **sampling})
-        return EngineRequest(self._with_defaults(request, context),
-                             image_pixels=pixel_bounds([image.budget for image in images]),
-                             image_ids=tuple(image.content_id for image in images))
+        return self._bounded(EngineRequest(self._with_defaults(request, context),
+                                           image_pixels=pixel_bounds([image.budget for image in images]),
+                                           image_ids=tuple(image.content_id for image in images)), context)
+
+    def _bounded(self, request: EngineRequest, context: int) -> EngineRequest:
+        """With its token bound and image count, for the key's limits (token_bound.py)."""
+        settings = self._settings
+        most_pixels = request.image_pixels[1] if request.image_pixels else settings.media_image_max_pixels
+        kinds = visual_kinds(request.body)
+        request.visuals = len(kinds)  # a video counts once: its frames are the engine's to choose
+        # ...and only the context bounds its tokens.
+        per_visual = context if "video_url" in kinds else most_pixels // settings.media_image_factor ** 2 + 2
+        request.token_bound = token_bound(request.body, request.kind, visuals=request.visuals,
+                                          tokens_per_visual=per_visual, context=context)
+        return request
 
     def _with_defaults(self, request: EngineBody, context: int) -> EngineBody:
         settings = self._settings

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,10 +23,13 @@ from vlserve.server.auth import ApiKeyAuth
 from vlserve.server.body_limit import BodySizeLimit
 from vlserve.server.error_handlers import install_error_handlers
 from vlserve.server.gpu import GpuMonitor
+from vlserve.server.limits import RATE_LIMIT_HEADERS, LimitsGate
 from vlserve.server.observability import IMAGES_SHRUNK_HEADER, Metrics, Observe
-from vlserve.server.routes import openai, ops, pages, simple
+from vlserve.server.routes import admin, openai, ops, pages, simple
 from vlserve.server.routes.body import document_bodies
 from vlserve.server.state import AppState
+from vlserve.tenancy.keys import KeySource
+from vlserve.tenancy.quota import Quota
 
 log = logging.getLogger("vlserve")
 
@@ -37,8 +42,26 @@ def make_engine(settings: Settings) -> Engine:
     return LocalEngine(settings)
 
 
+def make_quota(settings: Settings) -> Quota:
+    # A place in flight is leased for as long as a request may last, so a gateway that
+    # died mid-request holds its key's places no longer than that.
+    lease_s = settings.upstream_timeout_s + settings.drain_timeout_s + 60
+    return Quota(settings.usage_file, settings.redis_url, settings.redis_timeout_s, settings.limits_on_store_error,
+                 lease_s)
+
+
+def reload_keys_on_sighup(keys: KeySource) -> None:
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, keys.reload)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or no SIGHUP
+        log.debug("SIGHUP does not reload keys here; a changed API_KEYS_FILE still does")
+
+
 def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor | None = None) -> FastAPI:
     metrics = Metrics()
+    keys = KeySource(settings.api_keys, settings.api_keys_file)
+    quota = make_quota(settings)
+    metrics.watch_quota(quota)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,6 +70,8 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
         policy = MediaPolicy.from_settings(settings)
         fetch_session = make_fetch_session(policy) if settings.media_allow_remote else None
         media: MediaNormalizer | None = None
+        watch = asyncio.get_running_loop().create_task(keys.watch())
+        reload_keys_on_sighup(keys)
         tune_allocator()
         try:
             monitor.start()
@@ -60,10 +85,12 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
                                   ImageShrinker(media) if settings.media_retry_smaller else None)
             catalog = ModelCatalog(settings, the_engine)
             app.state.vlserve = AppState(settings, inference, RequestBuilder(settings, catalog, media), catalog,
-                                         monitor, metrics)
+                                         monitor, metrics, keys, quota)
             metrics.watch(inference)
             yield
         finally:  # also when start-up itself failed: nothing is left open
+            watch.cancel()
+            await quota.close()
             await the_engine.close()
             if fetch_session is not None:
                 await fetch_session.close()
@@ -79,15 +106,20 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
     install_error_handlers(app)
     app.include_router(openai.router)
     document_bodies(app, openai.BODIES_READ_BY_HAND)
-    app.include_router(simple.router)
-    app.include_router(ops.router)
-    app.include_router(pages.router)
+    for router in (simple.router, ops.router, admin.router, pages.router):
+        app.include_router(router)
     pages.mount_assets(app)
+    _add_middleware(app, settings, keys, quota, metrics)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings, keys: KeySource, quota: Quota, metrics: Metrics) -> None:
+    """Outermost last: Observe, CORS, the key check, the body cap, then the key's limits."""
+    app.add_middleware(LimitsGate, quota=quota, aliases=lambda: app.state.vlserve.catalog.aliases())
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), open_ops=settings.auth_open_ops)
+    app.add_middleware(ApiKeyAuth, keys=keys, open_ops=settings.auth_open_ops)
     if settings.cors_allow_origins:  # outside the key check: a browser's preflight carries no key
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_methods=["*"],
                            allow_headers=["*"], max_age=600,
-                           expose_headers=["X-Request-ID", "Retry-After", IMAGES_SHRUNK_HEADER])
+                           expose_headers=["X-Request-ID", "Retry-After", IMAGES_SHRUNK_HEADER, *RATE_LIMIT_HEADERS])
     app.add_middleware(Observe, metrics=metrics)  # outermost: 401s and 413s are counted and logged too
-    return app

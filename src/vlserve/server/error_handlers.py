@@ -13,10 +13,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.gateway.engine_call import ClientGone
+from vlserve.server.observability import CLIENT_CLOSED_REQUEST
 
 log = logging.getLogger("vlserve.errors")
 
-CLIENT_CLOSED_REQUEST = 499  # nginx's convention; the client never sees it
 
 
 def json_error(exc: ServiceError) -> JSONResponse:

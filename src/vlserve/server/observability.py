@@ -26,6 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vlserve.gateway.engine_call import Inference
 from vlserve.gateway.observation import Observation
 from vlserve.media import ImageCache, NormalizedImage
+from vlserve.tenancy.quota import Caller, Quota
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's convention; the client never sees it
 
 access_log = logging.getLogger("vlserve.access")
 
@@ -38,13 +41,14 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("vlserve_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=r)
+        self.requests = Counter("vlserve_requests", "HTTP requests by route, status and key name (499: the "
+                                "client left before the answer was over)", ["route", "status", "key"], registry=r)
         self.latency = Histogram("vlserve_request_duration_seconds", "Time to the end of the response", ["route"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("vlserve_time_to_first_byte_seconds", "Time to the first byte of a streamed "
                               "response (first token)", ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.tokens = Counter("vlserve_tokens", "Tokens in prompts and completions", ["kind"], registry=r)
+        self.tokens = Counter("vlserve_tokens", "Tokens in prompts and completions, by key name", ["kind", "key"],
+                              registry=r)
         self.in_flight = Gauge("vlserve_requests_in_flight", "HTTP requests being served", registry=r)
         self.image_bytes = Counter("vlserve_image_bytes", "Image bytes received from clients (in) and sent to "
                                    "engines (out)", ["direction"], registry=r)
@@ -53,6 +57,9 @@ class Metrics:
         """Gauges read from live state at scrape time (admission, engine, replicas)."""
         self.registry.register(_StateCollector(inference))
 
+    def watch_quota(self, quota: Quota) -> None:
+        self.registry.register(_QuotaCollector(quota))
+
     def watch_image_cache(self, cache: ImageCache) -> None:
         self.registry.register(_ImageCacheCollector(cache))
 
@@ -60,15 +67,16 @@ class Metrics:
         self.image_bytes.labels("in").inc(image.nbytes)
         self.image_bytes.labels("out").inc(image.sent_bytes)
 
-    def observe(self, route: str, status: int, seconds: float, ttft: float | None, obs: Observation) -> None:
-        self.requests.labels(route, str(status)).inc()
+    def observe(self, route: str, status: int, seconds: float, ttft: float | None, obs: Observation,
+                key: str) -> None:
+        self.requests.labels(route, str(status), key).inc()
         self.latency.labels(route).observe(seconds)
         if ttft is not None:
             self.ttft.labels(route).observe(ttft)
         if obs.prompt_tokens:
-            self.tokens.labels("prompt").inc(obs.prompt_tokens)
+            self.tokens.labels("prompt", key).inc(obs.prompt_tokens)
         if obs.completion_tokens:
-            self.tokens.labels("completion").inc(obs.completion_tokens)
+            self.tokens.labels("completion", key).inc(obs.completion_tokens)
 
 
 class _StateCollector:
@@ -116,6 +124,27 @@ class _ImageCacheCollector:
         yield GaugeMetricFamily("vlserve_image_cache_entries", "Images the image cache holds", value=stats.entries)
 
 
+class _QuotaCollector:
+    def __init__(self, quota: Quota) -> None:
+        self._quota = quota
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        refusals = CounterMetricFamily("vlserve_limit_refusals", "Requests refused by a key's limits, by key "
+                                       "name and limit", labels=["key", "limit"])
+        for (key, limit), count in sorted(self._quota.refusals.items()):
+            refusals.add_metric([key, limit], count)
+        yield refusals
+        if self._quota.shared is not None:
+            yield GaugeMetricFamily("vlserve_limits_store_up", "1 while the shared store (Redis) answers; 0: "
+                                    "limits fall back to each gateway, or refuse (LIMITS_ON_STORE_ERROR)",
+                                    value=int(self._quota.store_up))
+            yield CounterMetricFamily("vlserve_limits_store_errors", "Calls to the shared store that failed",
+                                      value=self._quota.store_errors)
+
+
 class Observe:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -153,8 +182,10 @@ class Observe:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             ttft = first_body - started if streaming and first_body else None
-            self.metrics.observe(route, status, seconds, ttft, obs)
-            _log(scope, route, status, seconds, ttft, obs)
+            status = CLIENT_CLOSED_REQUEST if obs.client_left else status
+            caller = scope["state"].get("caller")
+            self.metrics.observe(route, status, seconds, ttft, obs, caller.key.name if caller else "-")
+            _log(scope, route, status, seconds, ttft, obs, caller)
 
 
 def configure_access_log(enabled: bool = True, log_level: str = "info") -> None:
@@ -172,11 +203,13 @@ def configure_access_log(enabled: bool = True, log_level: str = "info") -> None:
     access_log.setLevel(level if enabled else logging.CRITICAL + 1)
 
 
-def _log(scope: Scope, route: str, status: int, seconds: float, ttft: float | None, obs: Observation) -> None:
+def _log(scope: Scope, route: str, status: int, seconds: float, ttft: float | None, obs: Observation,
+         caller: Caller | None) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
     line = {"event": "request", "request_id": obs.request_id, "method": scope["method"], "route": route,
-            "status": status, "latency_ms": round(seconds * 1000, 1), "model": obs.model,
+            "status": status, "latency_ms": round(seconds * 1000, 1),
+            "key": caller.key.name if caller else None, "user": caller.user if caller else None, "model": obs.model,
             "prompt_tokens": obs.prompt_tokens, "completion_tokens": obs.completion_tokens}
     if ttft is not None:
         line["ttft_ms"] = round(ttft * 1000, 1)

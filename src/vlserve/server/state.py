@@ -10,6 +10,8 @@ from vlserve.gateway.engine_call import Inference
 from vlserve.gateway.request_builder import RequestBuilder
 from vlserve.server.gpu import GpuMonitor
 from vlserve.server.observability import Metrics
+from vlserve.tenancy.keys import KeySource
+from vlserve.tenancy.quota import Quota
 
 
 @dataclass
@@ -20,3 +22,5 @@ class AppState:
     catalog: ModelCatalog
     gpu: GpuMonitor
     metrics: Metrics
+    keys: KeySource           # the key ring in force (reloaded on SIGHUP or a changed file)
+    quota: Quota              # keys' limits and usage

@@ -162,6 +162,16 @@ class VLClient:
     def health(self) -> dict[str, object]:
         return self.http.get("/health").json()
 
+    def usage(self, start: str | None = None, end: str | None = None) -> list[dict[str, object]]:
+        """/admin/usage's rows (an admin key's)."""
+        params = {name: day for name, day in (("start", start), ("end", end)) if day}
+        try:
+            response = self.http.get("/admin/usage", params=params)
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise explain(exc, self.base_url) from None
+
     def gpu_status(self) -> dict[str, object]:
         try:
             return self._json(self.http.get("/gpu/status"))

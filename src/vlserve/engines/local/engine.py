@@ -140,7 +140,7 @@ class LocalEngine:
     # --- requests ---------------------------------------------------------------------
     async def complete(self, request: EngineRequest) -> Completion:
         prepared = await self._prepare(request)
-        release = await self._turns.acquire()
+        release = await self._turns.acquire(_described(request))
         try:  # the choices are generated one after another, in one turn
             results = [await self._generate_whole(prepared, seeded=index == 0) for index in range(prepared.choices)]
         finally:
@@ -162,7 +162,7 @@ class LocalEngine:
     async def open_stream(self, request: EngineRequest) -> EngineStream:
         prepared = await self._prepare(request)
         include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
-        release = await self._turns.acquire()  # held until the stream is closed
+        release = await self._turns.acquire(_described(request))  # held until the stream is closed
 
         def report(usage: Usage) -> None:
             stream.usage = usage
@@ -265,3 +265,10 @@ class LocalEngine:
             seed=body.get("seed"), shape=shape, choices=int(body.get("n") or 1), top_logprobs=top,
             grammar=self._constrainer.grammar(body, in_reasoning) if kind == "chat" else None,
         )
+
+
+def _described(request: EngineRequest) -> str:
+    """How a refusal behind this request names it: the local engine answers one at a
+    time, so a long answer (a front-end's title request asking for 1,000 tokens) is what
+    a waiting chat is stuck behind."""
+    return f"one for up to {request.max_tokens:,} tokens" if request.max_tokens else "one"

@@ -249,6 +249,22 @@ function applyMode() {
   else { $("result").replaceChildren(); setCopy(""); }
 }
 
+// What the key may still use this minute, from the x-ratelimit-* headers of its last
+// answer (sent only when the key has per-minute limits).
+function showLimits(resp) {
+  const left = [];
+  for (const unit of ["requests", "tokens"]) {
+    const limit = resp.headers.get(`x-ratelimit-limit-${unit}`);
+    const remaining = resp.headers.get(`x-ratelimit-remaining-${unit}`);
+    if (limit !== null && remaining !== null) {
+      left.push(`${Number(remaining).toLocaleString()} of ${Number(limit).toLocaleString()} ${unit}`);
+    }
+  }
+  const el = $("limits-info");
+  el.hidden = !left.length;
+  el.textContent = left.length ? `left this minute: ${left.join(", ")}` : "";
+}
+
 function setStats(parts) { $("stats").textContent = parts.filter(Boolean).join(" · "); }
 
 function showError(message) {
@@ -338,6 +354,7 @@ async function sendChat() {
       body: JSON.stringify({ model: state.model, messages: state.conversation, stream: true,
                              stream_options: { include_usage: true }, max_tokens: maxTokens() }),
     });
+    showLimits(resp);
     if (!resp.ok) throw await errorOf(resp);
     for await (const event of sseEvents(resp)) {
       if (!event || typeof event !== "object") continue;
@@ -445,6 +462,7 @@ async function sendTask(task) {
   try {
     const resp = await fetch("/analyze", { method: "POST", headers: headers(), signal: state.controller.signal,
                                            body: JSON.stringify(analyzeBody(task)) });
+    showLimits(resp);
     if (!resp.ok) throw await errorOf(resp);
     const answer = await resp.json();
     const elapsed = (performance.now() - started) / 1000;

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from vlserve.engines.base import EngineRequest, EngineStream
 from vlserve.errors import ErrorKind, ServiceError
+from vlserve.gateway.catalog import ModelCatalog
 from vlserve.gateway.engine_call import CallContext, Inference
 from vlserve.gateway.responses_api import ResponseEvents, ResponsesRequest, from_completion, to_chat_request
 from vlserve.gateway.schemas import ChatCompletionRequest, CompletionRequest
@@ -22,6 +23,7 @@ from vlserve.server.routes.body import json_body, read_body
 from vlserve.server.routes.deps import CallDep, CatalogDep, InferenceDep, RequestsDep
 from vlserve.server.routes.streaming import EngineStreamResponse, call_context
 from vlserve.server.state import AppState
+from vlserve.tenancy.quota import ANONYMOUS_CALLER, Caller
 
 router = APIRouter(tags=["OpenAI-compatible"])
 BODIES_READ_BY_HAND = [ChatCompletionRequest]  # documented by routes/body.document_bodies
@@ -31,17 +33,28 @@ def _model_card(model: str, created: int) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": created, "owned_by": "vlserve"}
 
 
+def _visible(request: Request, catalog: ModelCatalog) -> list[str]:
+    """The models this key may use (all of them without a `models` list)."""
+    caller: Caller = request.scope.get("state", {}).get("caller", ANONYMOUS_CALLER)
+    models = catalog.advertised()
+    if caller.key.models is None:
+        return models
+    aliases = catalog.aliases()
+    return [model for model in models if caller.may_use(model, aliases)]
+
+
 @router.get("/v1/models")
-async def list_models(catalog: CatalogDep) -> dict:
+async def list_models(request: Request, catalog: CatalogDep) -> dict:
     created = int(time.time())
-    return {"object": "list", "data": [_model_card(model, created) for model in catalog.advertised()]}
+    return {"object": "list", "data": [_model_card(model, created) for model in _visible(request, catalog)]}
 
 
 @router.get("/v1/models/{model:path}")
-async def retrieve_model(model: str, catalog: CatalogDep) -> dict:
-    if model not in catalog.advertised():
+async def retrieve_model(model: str, request: Request, catalog: CatalogDep) -> dict:
+    visible = _visible(request, catalog)
+    if model not in visible:
         raise ServiceError(ErrorKind.MODEL_NOT_FOUND, f"The model {model!r} does not exist here; available: "
-                           f"{', '.join(catalog.advertised())}.", param="model")
+                           f"{', '.join(visible) or 'none to this key'}.", param="model")
     return _model_card(model, int(time.time()))
 
 

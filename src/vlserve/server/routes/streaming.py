@@ -37,6 +37,10 @@ class EngineStreamResponse(StreamingResponse):
         listening = asyncio.ensure_future(self.listen_for_disconnect(receive))
         try:
             await asyncio.wait({sending, listening}, return_when=asyncio.FIRST_COMPLETED)
+            if _client_left(sending, listening):
+                observation = scope.get("state", {}).get("observation")
+                if observation is not None:
+                    observation.client_left = True
         finally:
             for task in (sending, listening):
                 task.cancel()
@@ -45,6 +49,14 @@ class EngineStreamResponse(StreamingResponse):
         if not sending.cancelled() and sending.exception() is not None:
             if not isinstance(sending.exception(), OSError):  # OSError: the client left (ASGI 2.4)
                 raise sending.exception()  # type: ignore[misc]
+
+
+def _client_left(sending: asyncio.Future[None], listening: asyncio.Future[None]) -> bool:
+    """The client went away before the last chunk: it hung up (heard, or found by a send
+    that failed under ASGI 2.4)."""
+    if not sending.done():
+        return listening.done()
+    return not sending.cancelled() and isinstance(sending.exception(), OSError)
 
 
 def client_gone(request: Request) -> Callable[[], Awaitable[None]]:
@@ -65,4 +77,4 @@ def call_context(request: Request) -> CallContext:
     """The request's observation (set up by the Observe middleware) and its disconnect."""
     state = request.scope.setdefault("state", {})
     obs = state.setdefault("observation", Observation("-"))
-    return CallContext(obs, client_gone(request))
+    return CallContext(obs, client_gone(request), state.get("ticket"))
