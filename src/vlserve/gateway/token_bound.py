@@ -4,8 +4,9 @@ A key's tokens-per-minute limit reserves this bound when the call is admitted an
 settles to the engine's count when it ends, so the tokens admitted never exceed the limit:
 
 - text: Qwen's tokenizer is byte-level BPE, so a token is at least one UTF-8 byte and the
-  bytes of every string in the prompt (messages, tool definitions) bound its tokens;
-  the chat template's own tokens are bounded per message;
+  bytes of the messages and tool definitions, as JSON, bound their tokens (the template
+  renders tools and tool calls as JSON); the chat template's own text is bounded per
+  message, and its tool instructions once when there are tools;
 - an image: the pixel budget it was prepared for, over the model's pixels per visual
   token (MEDIA_IMAGE_FACTOR squared), plus its start and end tokens;
 - plus `max_tokens`; and never more than the context, which holds prompt and answer.
@@ -13,26 +14,27 @@ settles to the engine's count when it ends, so the tokens admitted never exceed 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
 
 from vlserve.openai_types import EngineBody, Kind, max_tokens_of
 
-TEMPLATE_TOKENS_PER_MESSAGE = 8  # <|im_start|>, the role, <|im_end|>, newlines
+TEMPLATE_TOKENS_PER_MESSAGE = 32  # <|im_start|>, the role, <|im_end|>, <tool_response> tags, newlines
 TEMPLATE_TOKENS_PER_REQUEST = 32  # the assistant's turn start, a thinking block's marks
+TOOLS_TEMPLATE_TOKENS = 600       # Qwen's "# Tools ... <tool_call>" instructions: ~500 bytes
 _MEDIA_KEYS = ("image_url", "video_url")
 
 
-def _strings(value: object) -> Iterator[str]:
-    """Every string in a JSON value, except media URLs (their pixels are counted instead)."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if key not in _MEDIA_KEYS:
-                yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
+def _without_media(value: object) -> object:
+    """A JSON value with media URLs left out (their pixels are counted instead)."""
+    if isinstance(value, dict):
+        return {key: _without_media(item) for key, item in value.items() if key not in _MEDIA_KEYS}
+    if isinstance(value, list):
+        return [_without_media(item) for item in value]
+    return value
+
+
+def _json_bytes(value: object) -> int:
+    return len(json.dumps(_without_media(value), ensure_ascii=False).encode())
 
 
 def visual_kinds(body: EngineBody) -> list[str]:
@@ -47,11 +49,10 @@ def visual_kinds(body: EngineBody) -> list[str]:
 
 def token_bound(body: EngineBody, kind: Kind, *, visuals: int, tokens_per_visual: int, context: int) -> int:
     if kind == "text":
-        text = sum(len(s.encode()) for s in _strings(body.get("prompt", "")))
-        overhead = TEMPLATE_TOKENS_PER_REQUEST
+        text, overhead = _json_bytes(body.get("prompt", "")), TEMPLATE_TOKENS_PER_REQUEST
     else:
-        messages = body.get("messages", [])
-        text = sum(len(s.encode()) for s in _strings([messages, body.get("tools", [])]))
+        messages, tools = body.get("messages", []), body.get("tools")
+        text = _json_bytes(messages) + (_json_bytes(tools) + TOOLS_TEMPLATE_TOKENS if tools else 0)
         overhead = TEMPLATE_TOKENS_PER_REQUEST + TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
     bound = text + overhead + visuals * tokens_per_visual + (max_tokens_of(body) or context)
     return min(bound, context)
