@@ -177,7 +177,9 @@ SETTLE_MARGIN_MB = 64
 
 def test_a_burst_of_hostile_images_stays_within_a_memory_bound_and_memory_returns(guarded):
     pid = guarded._proc.pid
-    huge = png_of_zeros((8900, 8900))            # ~300 KB that decodes to ~317 MB
+    # ~150 KB that decodes to 196 MB (343 MB with its RGB copy): one fits the budget of 512 MiB
+    # (MEDIA_DECODE_MEMORY_BYTES), two do not, so they take turns.
+    huge = png_of_zeros((7000, 7000))
     eight = [png_of_zeros((4000, 4000), "RGB")] * 8  # more than the context holds
     samples: list[float] = []
     stop = threading.Event()
