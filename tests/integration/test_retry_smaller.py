@@ -60,7 +60,8 @@ class ContextLimitedUpstream:
         images = [part["image_url"]["url"] for message in body["messages"] if isinstance(message["content"], list)
                   for part in message["content"] if part["type"] == "image_url"]
         text = sum(len(json.dumps(message["content"])) // 4 for message in body["messages"])
-        return sum(min(image_pixels(url), budget) // 1024 for url in images) + (0 if images else text)
+        tools = len(json.dumps(body.get("tools", []))) // 4
+        return sum(min(image_pixels(url), budget) // 1024 for url in images) + (0 if images else text) + tools
 
     async def _models(self, _: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "limited", "object": "model"}]})
@@ -260,3 +261,18 @@ def test_the_local_engine_is_retried_the_same_way(tiny_model_dir, tmp_path):
         assert "vlserve_retries_with_smaller_images_total 1.0" in metrics
     finally:
         server.stop()
+
+
+def test_a_prompt_full_of_tool_definitions_is_refused_saying_so(gateway, limited):
+    """Open WebUI sends its built-in tools (26 of them, ~20 KB) with every chat by default:
+    the refusal says what fills the prompt, not "images included"."""
+    limited.style = "vllm"
+    tools = [{"type": "function", "function": {"name": f"tool_{n}", "description": "d" * 600,
+                                               "parameters": {"type": "object", "properties": {}}}}
+             for n in range(26)]
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="limited", messages=[{"role": "user", "content": "hi"}], tools=tools)
+    assert refused.value.code == "context_length_exceeded"
+    assert "The request holds 26 tool definitions" in refused.value.message
+    assert "image" not in refused.value.message.split("The request holds")[1]

@@ -20,6 +20,7 @@ route hands in `client_gone`, an awaitable that finishes when the client disconn
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -118,6 +119,8 @@ class Inference:
         try:
             return await call(request)
         except ServiceError as error:
+            if error.code == ErrorKind.CONTEXT_TOO_LONG.code:
+                error.message += prompt_holds(request)
             if self._shrinker is None or not error.prompt_too_big:
                 raise
             smaller = await self._shrinker.smaller(request)
@@ -152,6 +155,21 @@ async def _charge(request: EngineRequest, ticket: Ticket | None) -> str | None:
                            f"model {request.model!r}; it may use: {allowed}.", param="model")
     ticket.model = request.model
     return await ticket.reserve(request.token_bound or 0, request.visuals)
+
+
+def prompt_holds(request: EngineRequest) -> str:
+    """What fills a prompt too long for the context, for the refusal's message: a front-end
+    that sends dozens of tool definitions with every chat should be told so."""
+    tools = request.body.get("tools") or []
+    parts = []
+    if tools:
+        size = len(json.dumps(tools))
+        parts.append(f"{len(tools)} tool definition{'s' if len(tools) != 1 else ''} ({size / 1000:,.1f} KB of "
+                     "JSON; a front-end's own tools, such as Open WebUI's built-in ones, can be turned off)")
+    if request.visuals:
+        parts.append(f"{request.visuals} image{'s' if request.visuals != 1 else ''} or video"
+                     f"{'s' if request.visuals != 1 else ''}")
+    return f" The request holds {' and '.join(parts)}." if parts else ""
 
 
 def _nothing_spent(ticket: Ticket | None, entry: str | None) -> None:

@@ -245,8 +245,8 @@ class LocalEngine:
             raise ServiceError(ErrorKind.BAD_REQUEST, "The prompt is empty: give the model some text to continue.",
                                param="prompt")
         if prompt_tokens >= self._max_len:
-            raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt is {prompt_tokens} tokens (images "
-                               f"included); this model's context is {self._max_len} tokens (MAX_MODEL_LEN).",
+            raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt is {prompt_tokens} tokens; "
+                               f"this model's context is {self._max_len} tokens (MAX_MODEL_LEN).",
                                param="prompt" if kind == "text" else "messages")
         wanted = max_tokens_of(body) or self._settings.max_tokens
         # Documented clamp: never generate past the context window.

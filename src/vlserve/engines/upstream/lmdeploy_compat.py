@@ -39,8 +39,8 @@ def checked_completion(body: object) -> Completion:
         raise ServiceError(ErrorKind.UPSTREAM_ERROR, f"The engine failed: {text or 'no detail'}")
     usage = body.get("usage") or {}
     if choice.get("finish_reason") == "length" and not text and usage.get("completion_tokens") == 0:
-        raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt ({usage.get('prompt_tokens', '?')} tokens, images "
-                           "included) leaves no room to answer in the engine's context (its session length).",
+        raise ServiceError(ErrorKind.CONTEXT_TOO_LONG, f"The prompt ({usage.get('prompt_tokens', '?')} tokens) "
+                           "leaves no room to answer in the engine's context (its session length).",
                            param="messages")
     return cast(Completion, body)
 

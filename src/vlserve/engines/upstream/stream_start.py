@@ -72,6 +72,6 @@ def _did_not_fit(payload: dict[str, Any], empty_means_full: bool) -> ServiceErro
     delta = first.get("delta") or {}
     said_nothing = not any(delta.get(field) for field in _ANSWER_FIELDS)
     if empty_means_full and first.get("finish_reason") == "length" and said_nothing:
-        return ServiceError(ErrorKind.CONTEXT_TOO_LONG, "The prompt (images included) leaves no room to answer "
+        return ServiceError(ErrorKind.CONTEXT_TOO_LONG, "The prompt leaves no room to answer "
                             "in the engine's context (its session length).", param="messages")
     return None
