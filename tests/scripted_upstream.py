@@ -25,10 +25,14 @@ from aiohttp import web
 
 
 class ScriptedUpstream:
-    def __init__(self, answer: str, model: str = "scripted", hold: bool = False, owned_by: str = "scripted") -> None:
-        """`hold`: streams wait after their first word until /stand-in/release; `owned_by`:
-        the engine its /v1/models names (vLLM says "vllm", LMDeploy "lmdeploy")."""
+    def __init__(self, answer: str, model: str = "scripted", hold: bool = False, owned_by: str = "scripted",
+                 uses_max_tokens: bool = False) -> None:
+        """`hold`: streams wait after their first word until /stand-in/release (and again
+        after /stand-in/hold); `owned_by`: the engine its /v1/models names (vLLM says "vllm",
+        LMDeploy "lmdeploy"); `uses_max_tokens`: its usage says the answer took all of
+        `max_tokens`, as a model that never stops early."""
         self.answer, self.model, self.hold, self.owned_by = answer, model, hold, owned_by
+        self.uses_max_tokens = uses_max_tokens
         self.requests: list[dict] = []
         self.sick = False
         self.released: asyncio.Event | None = None  # made on the server's own loop
@@ -48,7 +52,8 @@ class ScriptedUpstream:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
-        usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        completion = body.get("max_tokens", 5) if self.uses_max_tokens else 5
+        usage = {"prompt_tokens": 10, "completion_tokens": completion, "total_tokens": 10 + completion}
         if not body.get("stream"):
             return web.json_response({
                 "id": "x", "object": "chat.completion", "created": 0, "model": self.model, "usage": usage,
@@ -78,6 +83,10 @@ class ScriptedUpstream:
             self.released = asyncio.Event()
         return self.released
 
+    async def _hold(self, _: web.Request) -> web.Response:
+        self.hold, self.released = True, asyncio.Event()
+        return web.json_response({"held": True})
+
     async def _release(self, _: web.Request) -> web.Response:
         self._released().set()
         return web.json_response({"released": True})
@@ -94,7 +103,7 @@ class ScriptedUpstream:
         app.add_routes([web.get("/v1/models", self._models), web.post("/v1/chat/completions", self._chat),
                         web.get("/stand-in/requests", self._requests),
                         web.post("/stand-in/{state:sick|well}", self._set_sick),
-                        web.post("/stand-in/release", self._release), web.post("/stand-in/crash", self._crash)])
+                        web.post("/stand-in/release", self._release), web.post("/stand-in/hold", self._hold), web.post("/stand-in/crash", self._crash)])
         return app
 
     def start(self) -> ScriptedUpstream:

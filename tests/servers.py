@@ -56,6 +56,10 @@ class ServerProcess:
             time.sleep(0.2)
         raise RuntimeError(f"server not {what} after {timeout}s:\n{self.logs()}")
 
+    def send_signal(self, sig: int) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 

@@ -79,3 +79,15 @@ def test_deployment_probes_and_gpus():
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/health"
     assert {e["name"] for e in container["env"]} <= set(Settings.env_names())
+
+
+def test_compose_shared_gateways_use_one_redis_and_one_key_file():
+    services = load("compose.shared.yaml")["services"]
+    gateways = [services[name] for name in ("gateway-a", "gateway-b")]
+    for gateway in gateways:
+        env = gateway["environment"]
+        assert env["REDIS_URL"] == "redis://redis:6379/0" and env["UPSTREAM_BASE_URL"] == "http://engine:8000"
+        assert env["API_KEYS_FILE"] == "/etc/vlserve/keys.toml" and set(env) <= set(Settings.env_names())
+        assert gateway["volumes"] == ["./keys.toml:/etc/vlserve/keys.toml:ro"]
+    assert {gateway["ports"][0].split(":")[0] for gateway in gateways} == {"20000", "20001"}
+    assert services["redis"]["image"].startswith("redis:")

@@ -16,7 +16,7 @@ SECRET_PROMPT = "my-very-private-prompt-4711"
 
 def metric(gateway, name: str, **labels) -> float:
     text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
-    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    selector = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as the exposition orders them
     pattern = rf"^{re.escape(name)}(?:\{{{re.escape(selector)}\}})? ([0-9.e+-]+)$" if labels else \
         rf"^{re.escape(name)} ([0-9.e+-]+)$"
     found = re.search(pattern, text, re.M)
@@ -38,9 +38,9 @@ def test_request_id_is_echoed_or_made(gateway):
 def test_metrics_count_requests_tokens_streams_and_images(gateway):
     route = "/v1/chat/completions"
     before = {
-        "ok": metric(gateway, "vlserve_requests_total", route=route, status="200"),
-        "bad": metric(gateway, "vlserve_requests_total", route=route, status="400"),
-        "completion": metric(gateway, "vlserve_tokens_total", kind="completion"),
+        "ok": metric(gateway, "vlserve_requests_total", key="anonymous", route=route, status="200"),
+        "bad": metric(gateway, "vlserve_requests_total", key="anonymous", route=route, status="400"),
+        "completion": metric(gateway, "vlserve_tokens_total", key="anonymous", kind="completion"),
         "ttft": metric(gateway, "vlserve_time_to_first_byte_seconds_count", route=route),
         "image_in": metric(gateway, "vlserve_image_bytes_total", direction="in"),
     }
@@ -51,9 +51,9 @@ def test_metrics_count_requests_tokens_streams_and_images(gateway):
             "messages": [{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": base64.b64encode(png_bytes()).decode()}}]}]}) as resp:
         resp.read()
-    assert metric(gateway, "vlserve_requests_total", route=route, status="200") == before["ok"] + 2
-    assert metric(gateway, "vlserve_requests_total", route=route, status="400") == before["bad"] + 1
-    assert metric(gateway, "vlserve_tokens_total", kind="completion") >= before["completion"] + 2
+    assert metric(gateway, "vlserve_requests_total", key="anonymous", route=route, status="200") == before["ok"] + 2
+    assert metric(gateway, "vlserve_requests_total", key="anonymous", route=route, status="400") == before["bad"] + 1
+    assert metric(gateway, "vlserve_tokens_total", key="anonymous", kind="completion") >= before["completion"] + 2
     assert metric(gateway, "vlserve_time_to_first_byte_seconds_count", route=route) == before["ttft"] + 1
     assert metric(gateway, "vlserve_image_bytes_total", direction="in") == before["image_in"] + len(png_bytes())
     assert metric(gateway, "vlserve_engine_ready") == 1

@@ -263,3 +263,26 @@ def test_the_page_is_usable_with_a_keyboard_and_labelled(page, local_server):
     p.keyboard.press("Space")
     assert p.evaluate("window.pickerOpened") == 2
     assert p.evaluate("document.activeElement.id") == "drop-zone"
+
+
+def test_a_key_with_limits_sees_what_it_has_left(page, tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[keys.visitor]\nkey = "sk-visitor-01"\nrequests_per_minute = 5\ntokens_per_minute = 90000\n')
+    upstream = ScriptedUpstream("A cat on a mat.").start()
+    settings = Settings(UPSTREAM_BASE_URL=upstream.url, API_KEYS_FILE=keys, USAGE_FILE="off")
+    server = InProcessServer(create_app(settings)).start().wait_healthy()
+    try:
+        p = page.page
+        p.goto(f"{server.url}/")
+        p.click("#key-box summary")
+        p.fill("#api-key", "sk-visitor-01")
+        p.press("#api-key", "Enter")
+        p.select_option("#mode", "caption")
+        p.set_input_files("#file-input", str(image_file(tmp_path)))
+        p.wait_for_selector("#image-list li")
+        p.click("#send")
+        shown = p.wait_for_selector("#limits-info:not([hidden])").inner_text()
+        assert "4 of 5 requests" in shown and "of 90,000 tokens" in shown
+        assert page.console_errors(expected_statuses=(401,)) == []  # the model list asked before the key was in
+    finally:
+        server.stop()
