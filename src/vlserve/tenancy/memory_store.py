@@ -37,13 +37,15 @@ class _Windows:
     def trim(self, now: float) -> None:
         while self.requests and self.requests[0] <= now - WINDOW_S:
             self.requests.popleft()
-        for entry, (at, tokens) in list(self.tokens.items()):
+        while self.tokens:  # oldest first: stop at the first still in the window
+            entry, (at, tokens) = next(iter(self.tokens.items()))
             if at > now - WINDOW_S:
                 break
             del self.tokens[entry]
             self.token_sum -= tokens
-        for ticket in [t for t, end in self.in_flight.items() if end <= now]:
-            del self.in_flight[ticket]  # a lease its gateway never gave back
+        if self.in_flight and min(self.in_flight.values()) <= now:
+            for ticket in [t for t, end in self.in_flight.items() if end <= now]:
+                del self.in_flight[ticket]  # a lease its gateway never gave back
         if self.images_day != int(now // DAY_S):
             self.images_day, self.images = int(now // DAY_S), 0
 

@@ -12,6 +12,7 @@ fallback while Redis is out of reach (LIMITS_ON_STORE_ERROR=open), or a 503 (clo
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -28,7 +29,7 @@ from vlserve.errors import ErrorKind, ServiceError
 from vlserve.tenancy.keys import ANONYMOUS, ApiKey
 from vlserve.tenancy.limits import Charge, LimitKind, Refusal, Subject, Verdict, WindowState
 from vlserve.tenancy.memory_store import MemoryLimits
-from vlserve.tenancy.redis_store import RedisStore
+from vlserve.tenancy.redis_store import RedisStore, Settle
 from vlserve.tenancy.usage import UsageCounts, UsageDelta, UsageFile, UsageKey, delta_for, merge
 
 log = logging.getLogger("vlserve.limits")
@@ -36,6 +37,7 @@ log = logging.getLogger("vlserve.limits")
 RETRY_STORE_AFTER_S = 1.0  # while Redis is unreachable, requests don't each wait for its timeout
 SAY_STORE_DOWN_EVERY_S = 60.0
 MAX_PENDING = 100_000      # settles kept for Redis while it is away (usage is not lost)
+SETTLE_BATCH = 256         # settles sent to Redis in one round trip
 SEP = "\x1f"
 
 
@@ -98,7 +100,9 @@ class Quota:
         self.refusals: dict[tuple[str, str], int] = {}  # (key name, limit) -> count, a metric
         self._retry_store_at = 0.0
         self._said_down_at = -SAY_STORE_DOWN_EVERY_S
-        self._pending: list[tuple[str, list[Subject], dict[str, int], bool, UsageDelta | None]] = []
+        self._pending: list[Settle] = []  # settles not yet in Redis (sent in batches; kept while it is away)
+        self._sending: list[Settle] = []
+        self._sender: asyncio.Task[None] | None = None
         self._ids = itertools.count()
         self._prefix = os.urandom(6).hex()
 
@@ -120,20 +124,30 @@ class Quota:
             log.warning("Redis (%s) is out of reach (%s): %s (LIMITS_ON_STORE_ERROR=%s)",
                         self.shared.url if self.shared else "-", exc or type(exc).__name__, how, self.on_store_error)
 
-    async def _store_back(self) -> None:
-        if self.store_up:
-            return
-        self.store_up = True
-        log.warning("Redis is back: limits are shared again; %d settles kept meanwhile are sent", len(self._pending))
-        pending, self._pending = self._pending, []
+    def _store_back(self) -> None:
+        if not self.store_up:
+            self.store_up = True
+            log.warning("Redis is back: limits are shared again; %d settles kept meanwhile are sent",
+                        len(self._pending))
+        self._send_settles()
+
+    def _send_settles(self) -> None:
+        """Settles go to Redis from one task, in batches: one round trip for all the
+        requests that ended while the previous batch was on its way."""
+        if self._pending and self._store_usable() and (self._sender is None or self._sender.done()):
+            self._sender = asyncio.get_running_loop().create_task(self._settle_batches())
+
+    async def _settle_batches(self) -> None:
         assert self.shared is not None
-        for index, args in enumerate(pending):
+        while self._pending and self._store_usable():
+            self._sending, self._pending = self._pending[:SETTLE_BATCH], self._pending[SETTLE_BATCH:]
             try:
-                await self.shared.settle(*args)
+                await self.shared.settle_many(self._sending)
             except (RedisError, OSError) as exc:
-                self._pending = pending[index:] + self._pending
+                self._pending = self._sending + self._pending  # kept, in order, for when Redis is back
                 self._store_failed(exc)
-                return
+            finally:
+                self._sending = []
 
     async def check(self, ticket: str, entry: str, subjects: list[Subject], charge: Charge) -> Verdict:
         if self.shared is not None:
@@ -143,7 +157,7 @@ class Quota:
                 except (RedisError, OSError) as exc:
                     self._store_failed(exc)
                 else:
-                    await self._store_back()
+                    self._store_back()
                     return verdict
             if self.on_store_error == "closed":
                 raise LimitsUnavailable()
@@ -156,17 +170,9 @@ class Quota:
             if usage is not None:
                 self.usage_file.add(usage)
             return
-        args = (ticket, subjects, tokens, release, usage)
-        if self._store_usable():
-            try:
-                await self.shared.settle(*args)
-            except (RedisError, OSError) as exc:
-                self._store_failed(exc)
-            else:
-                await self._store_back()
-                return
         if len(self._pending) < MAX_PENDING:
-            self._pending.append(args)
+            self._pending.append((ticket, subjects, tokens, release, usage))
+        self._send_settles()
 
     async def usage(self, start: date, end: date) -> dict[UsageKey, UsageCounts]:
         if self.shared is None:
@@ -176,7 +182,7 @@ class Quota:
         except (RedisError, OSError) as exc:
             self._store_failed(exc)
             raise LimitsUnavailable() from None
-        waiting = merge(args[4] for args in self._pending if args[4] is not None)
+        waiting = merge(args[4] for args in [*self._sending, *self._pending] if args[4] is not None)
         for where, counts in waiting.items():
             if start.isoformat() <= where.day <= end.isoformat():
                 rows.setdefault(where, UsageCounts()).add(counts)
@@ -188,6 +194,10 @@ class Quota:
     async def close(self) -> None:
         await self.usage_file.close()
         if self.shared is not None:
+            if self._sender is not None:
+                await asyncio.gather(self._sender, return_exceptions=True)
+            if self._pending:
+                log.warning("%d settles could not reach Redis before the gateway stopped", len(self._pending))
             await self.shared.close()
 
 

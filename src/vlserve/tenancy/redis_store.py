@@ -23,7 +23,9 @@ import redis.asyncio as redis
 from vlserve.tenancy.limits import Charge, LimitKind, Refusal, Subject, Verdict, WindowState, tightest
 from vlserve.tenancy.usage import COUNT_FIELDS, UsageCounts, UsageDelta, UsageKey, days
 
-_KEYS_PER_SUBJECT = 5
+# One request's settle: ticket, subjects, tokens used per engine call, give its place back,
+# its usage.
+Settle = tuple[str, list[Subject], dict[str, int], bool, UsageDelta | None]
 _SEP = "\x1f"
 
 # ARGV: ticket, entry, lease ms, then per subject: rpm, tpm, max concurrent, images/day
@@ -164,6 +166,23 @@ def _usage_key(day: str) -> str:
     return f"vlserve:usage:{day}"
 
 
+def _settle_call(ticket: str, subjects: list[Subject], tokens: dict[str, int], release: bool,
+                 usage: UsageDelta | None) -> tuple[list[str], list[str | int]]:
+    """The settle script's keys and arguments."""
+    keys = [key for subject in subjects for key in _keys(subject)[1:4]]
+    args: list[str | int] = [ticket, int(release), len(tokens)]
+    for entry, used in tokens.items():
+        args += [entry, used]
+    if usage is not None:
+        keys.append(_usage_key(usage.where.day))
+        where = usage.where
+        prefix = _SEP.join((where.key, where.user or "", where.model or "")) + _SEP
+        for name in COUNT_FIELDS:
+            if getattr(usage.counts, name):
+                args += [prefix + name, getattr(usage.counts, name)]
+    return keys, args
+
+
 class RedisStore:
     def __init__(self, url: str, timeout_s: float) -> None:
         self.url = url
@@ -192,18 +211,16 @@ class RedisStore:
 
     async def settle(self, ticket: str, subjects: list[Subject], tokens: dict[str, int], release: bool,
                      usage: UsageDelta | None = None) -> None:
-        keys = [key for subject in subjects for key in _keys(subject)[1:4]]
-        args: list[str | int] = [ticket, int(release), len(tokens)]
-        for entry, used in tokens.items():
-            args += [entry, used]
-        if usage is not None:
-            keys.append(_usage_key(usage.where.day))
-            where = usage.where
-            prefix = _SEP.join((where.key, where.user or "", where.model or "")) + _SEP
-            for name in COUNT_FIELDS:
-                if getattr(usage.counts, name):
-                    args += [prefix + name, getattr(usage.counts, name)]
-        await self._settle(keys=keys, args=args)
+        await self._settle(*_settle_call(ticket, subjects, tokens, release, usage))
+
+    async def settle_many(self, settles: list[Settle]) -> None:
+        """Several settles in one round trip (a pipeline of the same script)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for settle in settles:
+                keys, args = _settle_call(*settle)
+                await self._settle(keys=keys, args=args, client=pipe)
+            await pipe.execute()
+
 
     async def usage_rows(self, start: date, end: date) -> dict[UsageKey, UsageCounts]:
         async with self.client.pipeline(transaction=False) as pipe:
