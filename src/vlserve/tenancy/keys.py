@@ -171,6 +171,10 @@ def load_key_ring(api_keys: Iterable[str], keys_file: Path | None) -> KeyRing:
             defaults, named = _parse_toml(text)
         else:
             plain += _plain_lines(text)
+    if keys_file is not None and not named and not plain:
+        # An empty file would open the server to anyone (no keys: no key check), at start
+        # or, worse, on a reload: refused, so a reload keeps the keys in force.
+        raise KeyFileError("no keys in the file; without keys the server would need none")
     ring: dict[str, ApiKey] = {}
     for key in [*named, *(unnamed_key(secret, defaults) for secret in plain)]:
         if key.sha256 in ring:

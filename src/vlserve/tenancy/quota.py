@@ -235,10 +235,10 @@ class Ticket:
     async def reserve(self, tokens: int, images: int) -> str:
         """Before an engine call: its token bound and its images. Returns the call's name."""
         entry = f"{self.id}:{next(self._calls)}"
-        self.images += images
         if any(s.limits.tokens_per_minute or s.limits.images_per_day is not None for s in self.subjects):
             await self._take(entry, Charge(tokens=tokens, images=images))
             self._reserved[entry] = tokens
+        self.images += images  # sent to the engine: counted in usage
         return entry
 
     def spent(self, entry: str, prompt_tokens: int, completion_tokens: int) -> None:

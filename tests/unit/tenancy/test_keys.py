@@ -70,6 +70,8 @@ def test_plain_keys_are_unnamed_keys_with_the_defaults(tmp_path):
     ("[defaults]\nmax_concurrent = -1\n", "[defaults], field max_concurrent"),
     ("[key.a]\nkey = 'sk-aaaaaaaa'\n", "unknown table 'key'"),
     ("[keys.a\n", "not valid TOML"),
+    ("[defaults]\nrequests_per_minute = 5\n", "no keys in the file"),
+    ("", "no keys in the file"),
 ])
 def test_a_bad_file_is_one_line_that_names_the_key_and_field(tmp_path, text, named):
     with pytest.raises(KeyFileError) as caught:
