@@ -262,6 +262,8 @@ def test_images_per_day_is_a_quota(gateways):
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
     assert "3 images per day" in refused.json()["error"]["message"] and "00:00 UTC" in refused.json()["error"]["message"]
     assert ask(0).status_code == 200 and ask(1).status_code == 200
+    # usage counts the images that reached the engine, not the refused request's
+    assert eventually(lambda: sum(row["images"] for row in usage(gateways[0].url) if row["key"] == "photos") == 3)
 
 
 def test_a_key_uses_and_sees_only_the_models_it_is_allowed(gateways):
