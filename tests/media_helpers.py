@@ -62,3 +62,35 @@ def halves(size=(40, 20), left=(255, 0, 0), right=(0, 0, 255)) -> Image.Image:
 def photo(size: tuple[int, int], **params) -> bytes:
     """A JPEG with detail in it (noise), so its entropy-coded data is photo-like."""
     return encode(Image.effect_noise(size, 64).convert("RGB"), "JPEG", quality=90, **params)
+
+
+def pdf(pages=((612, 792),), colors=None, rotate: dict[int, int] | None = None, password: str | None = None,
+        media_box: dict[int, tuple[int, int]] | None = None) -> bytes:
+    """A PDF with a page of each size (points), each a flat colour (or a picture: a gradient
+    with a dark band near its top, so the page's way up can be seen); `rotate` maps a page
+    index to a /Rotate; `media_box` gives a page another size (points) without drawing that
+    much; `password` encrypts it."""
+    images = []
+    for index, (width, height) in enumerate(pages):
+        img = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+        img.paste((20, 20, 20), (0, 0, width, max(1, height // 10)))  # the top band
+        if colors:
+            img = Image.new("RGB", (width, height), colors[index])
+        images.append(img)
+    buf = io.BytesIO()
+    images[0].save(buf, "PDF", save_all=True, append_images=images[1:], resolution=72)
+    data = buf.getvalue()
+    if rotate or password or media_box:
+        import pypdf
+
+        writer = pypdf.PdfWriter(clone_from=io.BytesIO(data))
+        for index, degrees in (rotate or {}).items():
+            writer.pages[index].rotate(degrees)
+        for index, (width, height) in (media_box or {}).items():
+            writer.pages[index].mediabox = pypdf.generic.RectangleObject([0, 0, width, height])
+        if password:
+            writer.encrypt(password)
+        out = io.BytesIO()
+        writer.write(out)
+        data = out.getvalue()
+    return data

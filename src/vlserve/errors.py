@@ -20,6 +20,7 @@ class ErrorKind(Enum):
     BAD_REQUEST = (400, "invalid_request_error", "bad_request")
     INVALID_JSON = (400, "invalid_request_error", "invalid_json")
     INVALID_IMAGE = (400, "invalid_request_error", "invalid_image")
+    INVALID_PDF = (400, "invalid_request_error", "invalid_pdf")
     IMAGE_FETCH_REFUSED = (400, "invalid_request_error", "image_url_refused")
     IMAGE_FETCH_FAILED = (400, "invalid_request_error", "image_fetch_failed")
     CONTEXT_TOO_LONG = (400, "invalid_request_error", "context_length_exceeded")

@@ -40,6 +40,7 @@ class ContentPart(TypedDict, total=False):
     text: str
     image_url: MediaURL
     video_url: MediaURL
+    file: dict[str, str]  # a PDF (OpenAI's file part), turned into its pages' images before any engine sees it
     uuid: str  # vLLM's id of a media item, which the gateway may add (upstream/dialect.py)
 
 

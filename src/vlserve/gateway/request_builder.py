@@ -16,6 +16,7 @@ from vlserve.config import Settings
 from vlserve.engines.base import EngineRequest
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.gateway.catalog import ModelCatalog
+from vlserve.gateway.documents import pages_for_files
 from vlserve.gateway.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from vlserve.gateway.token_bound import token_bound, visual_kinds
 from vlserve.media import ImageHints, MediaNormalizer, NormalizedImage, NormalizedVideo, PixelBudget
@@ -49,6 +50,7 @@ class RequestBuilder:
         # The schema (schemas.py) has checked every field EngineBody lists.
         request = cast(EngineBody, body.model_dump(exclude_none=True, by_alias=True))
         request["model"], context = self._catalog.target(body.model)
+        await pages_for_files(request["messages"], self.media)  # PDFs (file parts) become page images
         budgets, image_ids = await self._normalize_media(request["messages"], context)
         request["messages"] = one_system_message(request["messages"])
         return self._bounded(EngineRequest(self._with_defaults(request, context), image_pixels=pixel_bounds(budgets),

@@ -28,12 +28,23 @@ class VideoURL(BaseModel):
     url: str
 
 
+class FileData(BaseModel):
+    """OpenAI's file part: a PDF inline (`file_data`, a data URL or base64); `file_id`
+    names a file uploaded to OpenAI's Files API, which this server does not have."""
+
+    model_config = ConfigDict(extra="allow")
+    file_data: str | None = None
+    filename: str | None = None
+    file_id: str | None = None
+
+
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: Literal["text", "image_url", "video_url"]
+    type: Literal["text", "image_url", "video_url", "file"]
     text: str | None = None
     image_url: ImageURL | None = None
     video_url: VideoURL | None = None
+    file: FileData | None = None
     # vLLM takes a part's `uuid` as the name of its image and reuses whatever it cached under
     # that name: a client's own would let it claim another client's image. The gateway names
     # images itself (upstream/dialect.py); a client's is dropped.

@@ -45,14 +45,15 @@ def _decode_lenient(text: str) -> bytes:
         raise ServiceError(ErrorKind.INVALID_IMAGE, "The media is not valid base64.") from None
 
 
-def parse_data_url(url: str, kind: str, max_bytes: int) -> bytes:
-    """The bytes of a base64 data URL whose type is `kind`/* (or unspecified)."""
+def parse_data_url(url: str, kind: str, max_bytes: int, mimes: tuple[str, ...] | None = None) -> bytes:
+    """The bytes of a base64 data URL whose type is `kind`/* (or one of `mimes`' prefixes),
+    or unspecified."""
     header, comma, data = url.partition(",")
     match = _DATA_URL_HEADER.fullmatch(header)
     if not comma or not match:
         raise ServiceError(ErrorKind.INVALID_IMAGE, f"Malformed data URL: expected data:{kind}/<type>;base64,<data>.")
     mime = match["mime"].strip().lower()
-    if mime and not mime.startswith(f"{kind}/") and mime != "application/octet-stream":
+    if mime and not mime.startswith(mimes or (f"{kind}/",)) and mime != "application/octet-stream":
         article = "an" if kind[0] in "aeiou" else "a"
         raise ServiceError(ErrorKind.UNSUPPORTED_MEDIA, f"A data URL of type {mime!r} is not {article} {kind}.")
     if ";base64" not in match["params"].lower():

@@ -18,6 +18,7 @@ from vlserve.media.header import Header, looks_like_image, read_header
 from vlserve.media.images import NormalizedImage, prepare_image
 from vlserve.media.local_files import read_local, refused
 from vlserve.media.memory import DecodeMemory
+from vlserve.media.pdf import PDF_MIME, PdfRenderer, RenderedPage, is_pdf
 from vlserve.media.policy import ImageHints, MediaPolicy, PixelBudget
 from vlserve.media.sizing import visual_tokens
 from vlserve.media.video import NormalizedVideo, prepare_video, video_mime
@@ -39,9 +40,11 @@ class MediaNormalizer:
         # parallel and a job waiting for decode memory never blocks other thread work.
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="vlserve-media")
         self.memory = DecodeMemory(policy.decode_memory_bytes)
+        self.pdf = PdfRenderer(policy.pdf)  # its worker processes start with the first PDF
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.pdf.close()
 
     async def _in_pool(self, fn: Callable, *args: object):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -128,6 +131,26 @@ class MediaNormalizer:
             return source
         return await self._load(source.strip(), "image", self.policy.max_image_bytes, looks_like_image)
 
+    # --- documents ------------------------------------------------------------------------
+    async def image_or_pdf(self, source: str | bytes) -> bytes:
+        """The bytes of a reference that may be an image or a PDF (/analyze takes both)."""
+        if isinstance(source, bytes):
+            return source
+        limit = max(self.policy.max_image_bytes, self.policy.pdf.max_bytes)
+        return await self._load(source.strip(), "image or PDF", limit, lambda b: looks_like_image(b) or is_pdf(b),
+                                ("image/", PDF_MIME))
+
+    async def pdf_pages(self, data: bytes, pages: list[int] | None, max_pages: int | None = None,
+                        why: str = "") -> tuple[int, list[RenderedPage]]:
+        """The PDF's page count and the pages asked for (None: all), each as a JPEG at the
+        pixel budget, to be prepared like any other image (PdfRenderer.render)."""
+        if not is_pdf(data):
+            raise ServiceError(ErrorKind.INVALID_PDF, "The file is not a PDF (it does not start with %PDF-).")
+        return await self.pdf.render(data, pages, self.policy.budget.max_pixels, max_pages, why)
+
+    async def pdf_from_data_url(self, ref: str) -> bytes:
+        return await self._load(ref.strip(), "PDF", self.policy.pdf.max_bytes, is_pdf, (PDF_MIME,))
+
     # --- video ----------------------------------------------------------------------------
     async def video(self, ref: str) -> NormalizedVideo:
         data = await self._load(ref.strip(), "video", self.policy.max_video_bytes,
@@ -153,10 +176,11 @@ class MediaNormalizer:
         return (len(ref) - start) * 3 // 4
 
     # --- where the bytes come from -----------------------------------------------------------
-    async def _load(self, ref: str, kind: str, max_bytes: int, is_kind: Callable[[bytes], bool]) -> bytes:
+    async def _load(self, ref: str, kind: str, max_bytes: int, is_kind: Callable[[bytes], bool],
+                    mimes: tuple[str, ...] | None = None) -> bytes:
         head = ref[:16].lower()
         if head.startswith("data:"):
-            return await asyncio.to_thread(parse_data_url, ref, kind, max_bytes)
+            return await asyncio.to_thread(parse_data_url, ref, kind, max_bytes, mimes)
         if head.startswith(("http://", "https://")):
             if not self.policy.allow_remote or self._session is None:
                 raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, "This server does not fetch URLs "

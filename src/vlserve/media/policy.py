@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vlserve.config import Settings
 from vlserve.errors import ErrorKind, ServiceError
+from vlserve.media.pdf import PdfLimits
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -94,6 +95,7 @@ class MediaPolicy:
     # refuses it unless started with --trust-request-mm-kwargs, and is then not sent it.
     engine_applies_budget: bool = False
     decode_memory_bytes: int = 512 * 1024 * 1024
+    pdf: PdfLimits = field(default_factory=PdfLimits)
     local_dir: Path | None = None
     allow_private_networks: tuple[Network, ...] = ()
     allow_private_hostnames: frozenset[str] = field(default_factory=frozenset)
@@ -119,6 +121,9 @@ class MediaPolicy:
             engine_applies_budget=settings.engine_kind == "local" or settings.upstream_mm_kwargs == "lmdeploy",
             local_dir=settings.allowed_local_media_path,
             decode_memory_bytes=settings.media_decode_memory_bytes,
+            pdf=PdfLimits(max_bytes=settings.media_max_pdf_bytes, max_pages=settings.media_max_pdf_pages,
+                          workers=settings.media_pdf_workers, render_timeout_s=settings.media_pdf_render_timeout_s,
+                          worker_memory_bytes=settings.media_pdf_worker_memory_bytes),
             allow_private_networks=tuple(networks), allow_private_hostnames=frozenset(hostnames),
             allowed_domains=tuple(d.lower().lstrip(".") for d in settings.media_allowed_domains),
             denied_domains=tuple(d.lower().lstrip(".") for d in settings.media_denied_domains),

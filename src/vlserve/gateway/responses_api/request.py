@@ -217,8 +217,17 @@ def _part(part: object, where: str) -> ContentPart:
         if (detail := part.get("detail")) in ("low", "high", "auto"):
             image["detail"] = str(detail)
         return {"type": "image_url", "image_url": image}
-    raise _bad(f"{where}: content parts of type {kind!r} are not supported; use input_text and input_image.",
-               f"{where}.type")
+    if kind == "input_file":  # a PDF: its pages become images (gateway/documents.py)
+        data = part.get("file_data")
+        if not isinstance(data, str) or not data:
+            raise _bad(f"{where}.file_data is required (data:application/pdf;base64,...): this server has no "
+                       "file storage for file_id or file_url.", f"{where}.file_data")
+        file = {"file_data": data}
+        if isinstance(part.get("filename"), str):
+            file["filename"] = part["filename"]
+        return {"type": "file", "file": file}
+    raise _bad(f"{where}: content parts of type {kind!r} are not supported; use input_text, input_image and "
+               "input_file.", f"{where}.type")
 
 
 def _tool_output(output: object, where: str) -> str:

@@ -1,0 +1,189 @@
+"""PDFs as page images, rendered by PDFium (pypdfium2) in worker processes.
+
+PDFium is C++ reading bytes from anyone: it runs in a pool of worker processes, each
+with an address-space limit (MEDIA_PDF_WORKER_MEMORY_BYTES), and a render that takes
+longer than MEDIA_PDF_RENDER_TIMEOUT_S has its workers killed. A file that crashes or
+stalls its worker fails its own request only; the pool is made anew for the next one.
+
+Each page is rendered at the scale that brings it to the pixel budget (not a fixed DPI:
+a page reaches the engine at the budget, like a photo), upright (PDFium applies the
+page's /Rotate), and handed on as a JPEG to the same image path as any other image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import math
+import multiprocessing
+import re
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from vlserve.errors import ErrorKind, ServiceError
+
+log = logging.getLogger("vlserve.media")
+
+PDF_MIME = "application/pdf"
+MAX_SCALE = 8.0  # 576 DPI: a tiny page is not blown up past this to reach the budget
+JPEG_QUALITY = 92
+_PAGES = re.compile(r"^\s*\d+\s*(-\s*\d+\s*)?(,\s*\d+\s*(-\s*\d+\s*)?)*$")
+
+
+def is_pdf(data: bytes) -> bool:
+    """The PDF header, which may follow up to 1 KB of other bytes (as readers allow)."""
+    return b"%PDF-" in data[:1024]
+
+
+@dataclass(frozen=True)
+class PdfLimits:
+    max_bytes: int = 32 * 1024 * 1024
+    max_pages: int = 64
+    workers: int = 2
+    render_timeout_s: float = 60.0
+    worker_memory_bytes: int = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RenderedPage:
+    number: int  # 1-based, as people count pages
+    jpeg: bytes
+    width: int   # the rendered image's pixels
+    height: int
+
+
+def parse_pages(spec: str | None) -> list[int] | None:
+    """ "1-3,7" -> [1, 2, 3, 7] (in the order given, without repeats); None: every page."""
+    if spec is None or not spec.strip():
+        return None
+    if not _PAGES.match(spec):
+        raise ServiceError(ErrorKind.BAD_REQUEST, f"pages must be page numbers and ranges such as \"1-3,7\", "
+                           f"not {spec!r}.", param="pages")
+    numbers: list[int] = []
+    for item in spec.split(","):
+        first, _, last = item.partition("-")
+        start, end = int(first), int(last or first)
+        if start < 1 or end < start:
+            raise ServiceError(ErrorKind.BAD_REQUEST, f"pages: {item.strip()!r} is not a range of pages from 1 on.",
+                               param="pages")
+        numbers += [n for n in range(start, end + 1) if n not in numbers]
+    return numbers
+
+
+# --- in the worker process ---------------------------------------------------------------
+
+def _limit_worker(memory_bytes: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+
+def _render(data: bytes, numbers: list[int] | None, max_pixels: int, max_pages: int) -> tuple:
+    """("ok", page count, [(number, jpeg, width, height)]) or ("error", kind, detail)."""
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        return ("error", "encrypted" if getattr(exc, "err_code", None) == 4 else "broken", str(exc))
+    try:
+        count = len(pdf)
+        wanted = numbers if numbers is not None else list(range(1, count + 1))
+        if count == 0:
+            return ("error", "broken", "it has no pages")
+        if numbers is None and count > max_pages:
+            return ("error", "too_many", count)
+        if any(n > count for n in wanted):
+            return ("error", "no_such_page", count)
+        if len(wanted) > max_pages:
+            return ("error", "too_many", len(wanted))
+        return ("ok", count, [_render_page(pdf[n - 1], n, max_pixels) for n in wanted])
+    finally:
+        pdf.close()
+
+
+def _render_page(page, number: int, max_pixels: int) -> tuple[int, bytes, int, int]:
+    width, height = page.get_size()  # points, after the page's rotation
+    if width <= 0 or height <= 0:
+        raise ValueError(f"page {number} has no area")
+    scale = min(MAX_SCALE, math.sqrt(max_pixels / (width * height)))
+    while math.ceil(width * scale) * math.ceil(height * scale) > max_pixels:  # PDFium rounds sizes up
+        scale *= 0.999
+    image = page.render(scale=scale).to_pil().convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=JPEG_QUALITY)
+    return number, out.getvalue(), image.width, image.height
+
+
+# --- in the gateway ------------------------------------------------------------------------
+
+class PdfRenderer:
+    def __init__(self, limits: PdfLimits) -> None:
+        self.limits = limits
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _workers(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn: a clean interpreter, not a fork of a gateway with threads and an event loop
+            self._pool = ProcessPoolExecutor(self.limits.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_limit_worker, initargs=(self.limits.worker_memory_bytes,))
+        return self._pool
+
+    def _discard_pool(self) -> None:
+        """Kill the workers (one may be stuck in PDFium) and start afresh next time."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for process in list(getattr(pool, "_processes", {}).values()):  # no public way to stop a running task
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    async def render(self, data: bytes, pages: list[int] | None, max_pixels: int, max_pages: int | None = None,
+                     why: str = "") -> tuple[int, list[RenderedPage]]:
+        """(the PDF's page count, the pages asked for, rendered), or a ServiceError that says why not.
+        `max_pages` (at most MEDIA_MAX_PDF_PAGES) and `why`: a tighter page limit and what sets it."""
+        limits = self.limits
+        max_pages = min(max_pages or limits.max_pages, limits.max_pages)
+        why = why if max_pages < limits.max_pages else "MEDIA_MAX_PDF_PAGES"
+        if len(data) > limits.max_bytes:
+            raise ServiceError(ErrorKind.TOO_LARGE, f"The PDF is larger than the limit of {limits.max_bytes:,} bytes "
+                               "(MEDIA_MAX_PDF_BYTES).")
+        loop = asyncio.get_running_loop()
+        try:
+            job = loop.run_in_executor(self._workers(), _render, data, pages, max_pixels, max_pages)
+            outcome = await asyncio.wait_for(job, limits.render_timeout_s)
+        except TimeoutError:
+            self._discard_pool()
+            raise ServiceError(ErrorKind.INVALID_PDF, f"The PDF could not be rendered within "
+                               f"{limits.render_timeout_s:g} s (MEDIA_PDF_RENDER_TIMEOUT_S).") from None
+        except BrokenProcessPool:
+            self._discard_pool()
+            log.warning("a PDF renderer worker died; the pool is made anew")
+            raise ServiceError(ErrorKind.INVALID_PDF, "The PDF could not be rendered: its renderer failed on it "
+                               "(a broken or hostile file, or one over MEDIA_PDF_WORKER_MEMORY_BYTES).") from None
+        except Exception as exc:  # raised in the worker: a page PDFium could not render, memory over its limit
+            raise ServiceError(ErrorKind.INVALID_PDF, f"The PDF could not be rendered ({type(exc).__name__}: "
+                               f"{exc}).") from None
+        return _unpacked(outcome, max_pages, why)
+
+    def close(self) -> None:
+        self._discard_pool()
+
+
+def _unpacked(outcome: tuple, max_pages: int, why: str) -> tuple[int, list[RenderedPage]]:
+    if outcome[0] == "ok":
+        _, count, pages = outcome
+        return count, [RenderedPage(*page) for page in pages]
+    _, kind, detail = outcome
+    if kind == "encrypted":
+        raise ServiceError(ErrorKind.INVALID_PDF, "The PDF is encrypted with a password; send it without one.")
+    if kind == "too_many":
+        raise ServiceError(ErrorKind.TOO_LARGE, f"The PDF has {detail:,} pages; the limit is {max_pages:,} ({why}). "
+                           "Ask for some of them with `pages` (e.g. \"1-10\") on /analyze, which reads a "
+                           "document page by page.")
+    if kind == "no_such_page":
+        raise ServiceError(ErrorKind.BAD_REQUEST, f"The PDF has {detail:,} pages; pages names one past its end.",
+                           param="pages")
+    raise ServiceError(ErrorKind.INVALID_PDF, f"The file is not a PDF that can be read ({detail}).")

@@ -1,0 +1,76 @@
+"""PDFs wherever an image goes: a chat's OpenAI `file` part and the Responses API's
+`input_file` reach the engine as one image per page, through a real gateway process and
+the openai SDK; what is not a PDF is refused, never dropped."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import openai
+import pytest
+
+from ..media_helpers import pdf, png
+from ..scripted_upstream import ScriptedUpstream
+from ..servers import ServerProcess
+
+THREE_PAGES = pdf([(612, 792), (842, 595), (612, 792)])
+
+
+def data_url(data: bytes, mime: str = "application/pdf") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return ScriptedUpstream("Read it.").start()
+
+
+@pytest.fixture(scope="module")
+def gateway(engine, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("documents")
+    server = ServerProcess({"UPSTREAM_BASE_URL": engine.url, "MEDIA_MAX_IMAGES": "4"}, logs, "documents").start()
+    try:
+        yield server.wait_healthy()
+    finally:
+        server.stop()
+
+
+def images_sent(engine: ScriptedUpstream) -> list[str]:
+    content = engine.requests[-1]["messages"][-1]["content"]
+    return [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
+
+
+def test_a_pdf_file_part_reaches_the_engine_as_its_pages(engine, gateway):
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0)
+    answer = client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": [
+        {"type": "file", "file": {"file_data": data_url(THREE_PAGES), "filename": "report.pdf"}},
+        {"type": "text", "text": "Summarise the report."}]}])
+    assert answer.choices[0].message.content == "Read it."
+    sent = images_sent(engine)
+    assert len(sent) == 3 and all(url.startswith("data:image/jpeg;base64,") for url in sent)
+    assert engine.requests[-1]["messages"][-1]["content"][-1] == {"type": "text", "text": "Summarise the report."}
+
+
+def test_the_responses_api_input_file_too(engine, gateway):
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0)
+    response = client.responses.create(model="scripted", input=[{"role": "user", "content": [
+        {"type": "input_file", "filename": "report.pdf", "file_data": data_url(THREE_PAGES)},
+        {"type": "input_text", "text": "What is on page 2?"}]}])
+    assert response.output_text == "Read it."
+    assert len(images_sent(engine)) == 3
+
+
+@pytest.mark.parametrize("file, status, words", [
+    ({"file_data": data_url(png(), "image/png")}, 415, "is not a PDF"),
+    ({"file_data": data_url(b"%PDF-1.7 but nothing else")}, 400, "not a PDF that can be read"),
+    ({"file_id": "file-abc123"}, 400, "no Files API"),
+    ({"file_data": data_url(pdf([(100, 100)] * 5))}, 413, "MEDIA_MAX_IMAGES"),
+    ({"file_data": data_url(pdf(password="x"))}, 400, "encrypted"),
+])
+def test_a_file_part_that_cannot_be_read_is_refused_not_dropped(gateway, file, status, words):
+    resp = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=60, json={
+        "model": "scripted", "messages": [{"role": "user", "content": [{"type": "file", "file": file},
+                                                                        {"type": "text", "text": "?"}]}]})
+    assert resp.status_code == status, resp.text
+    assert words in resp.json()["error"]["message"]
