@@ -74,3 +74,47 @@ def test_a_file_part_that_cannot_be_read_is_refused_not_dropped(gateway, file, s
                                                                         {"type": "text", "text": "?"}]}]})
     assert resp.status_code == status, resp.text
     assert words in resp.json()["error"]["message"]
+
+
+def analyze(gateway, **body) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/analyze", timeout=120, json=body)
+
+
+def test_analyze_reads_a_pdf_page_by_page_and_merges_the_document(engine, gateway):
+    before = len(engine.requests)
+    resp = analyze(gateway, task="document", image=base64.b64encode(THREE_PAGES).decode())
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    assert [page["page"] for page in answer["pages"]] == [1, 2, 3] and answer["pages_failed"] == 0
+    assert len(engine.requests) - before == 3  # one engine call per page
+    for page in answer["pages"]:
+        assert page["result"] == {"markdown": "Read it."}
+        assert page["image"]["width"] * page["image"]["height"] <= 1280 * 32 * 32  # at the budget
+    assert answer["pages"][1]["image"]["width"] > answer["pages"][1]["image"]["height"]  # the landscape page
+    assert answer["result"]["markdown"] == ("<!-- page 1 -->\nRead it.\n\n<!-- page 2 -->\nRead it.\n\n"
+                                            "<!-- page 3 -->\nRead it.")
+    assert answer["usage"]["prompt_tokens"] == sum(page["usage"]["prompt_tokens"] for page in answer["pages"])
+
+
+def test_analyze_takes_page_ranges_and_uploads(gateway):
+    resp = analyze(gateway, task="caption", image=data_url(THREE_PAGES), pages="3,1")
+    assert [page["page"] for page in resp.json()["pages"]] == [3, 1]
+    assert len(resp.json()["result"]) == 2  # tasks without a merge: the pages' results in order
+    upload = httpx.post(f"{gateway.url}/analyze/upload", timeout=120, data={"task": "ocr", "pages": "2"},
+                        files={"image": ("report.pdf", THREE_PAGES, "application/pdf")})
+    assert upload.status_code == 200, upload.text
+    assert upload.json()["result"] == {"text": "<!-- page 2 -->\nRead it."}
+    image = analyze(gateway, task="caption", image=base64.b64encode(png((64, 64))).decode(), pages="1")
+    assert image.status_code == 400 and image.json()["error"]["param"] == "pages"
+
+
+def test_pages_that_fail_are_retried_once_then_reported(engine, gateway):
+    """The scripted engine's answer is not JSON: every page's extraction fails validation."""
+    before = len(engine.requests)
+    resp = analyze(gateway, task="extract", image=data_url(THREE_PAGES), pages="1-2",
+                   schema={"type": "object", "properties": {"total": {"type": "number"}}, "required": ["total"]})
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    assert answer["pages_failed"] == 2 and all(page["error"]["message"] for page in answer["pages"])
+    # each page: an answer and its repair turn, twice (one retry)
+    assert len(engine.requests) - before == 2 * 2 * 2

@@ -51,7 +51,7 @@ def _usage(completion: Completion) -> Usage:
     return Usage(**usage) if usage else Usage()
 
 
-def _ms_since(started: float) -> float:
+def ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
@@ -60,7 +60,7 @@ async def infer(inference: Inference, request: EngineRequest, ctx: CallContext) 
     completion = await inference.complete(request, ctx)
     text, finish = _answer_text(completion)
     return InferResponse(text=text, reasoning=_reasoning_of(completion), model=completion.get("model", request.model),
-                         usage=_usage(completion), finish_reason=finish, latency_ms=_ms_since(started))
+                         usage=_usage(completion), finish_reason=finish, latency_ms=ms_since(started))
 
 
 async def infer_stream(inference: Inference, request: EngineRequest, ctx: CallContext) -> EngineStream:
@@ -89,7 +89,7 @@ async def _text_deltas(upstream: EngineStream, model: str) -> AsyncIterator[byte
                 if delta.get("content"):
                     yield sse.frame({"text": delta["content"]})
                 final["finish_reason"] = choice.get("finish_reason") or final["finish_reason"]
-    final["latency_ms"] = _ms_since(started)
+    final["latency_ms"] = ms_since(started)
     yield sse.frame(final)
     yield sse.DONE
 
@@ -111,7 +111,7 @@ async def analyze(inference: Inference, builder: RequestBuilder, ctx: CallContex
         result = parse_result(spec, text, images[0].width, images[0].height)
     sizes = [ImageSize(width=i.width, height=i.height) for i in images]
     return AnalyzeResponse(task=spec.task, result=result, text=text, reasoning=reasoning, model=model_id, usage=usage,
-                           latency_ms=_ms_since(started), image=sizes[0], images=sizes if len(sizes) > 1 else None)
+                           latency_ms=ms_since(started), image=sizes[0], images=sizes if len(sizes) > 1 else None)
 
 
 async def _extract(inference: Inference, ctx: CallContext, request: EngineRequest,

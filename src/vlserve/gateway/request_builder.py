@@ -68,6 +68,11 @@ class RequestBuilder:
         self.media.check_count(len(sources))
         return await self.media.images(sources, max_visual_tokens=self._catalog.context_length())
 
+    async def page_image(self, jpeg: bytes) -> NormalizedImage:
+        """A PDF page's image (media/pdf.py), prepared as any image is: each page is its own
+        engine call, so each is checked against the context alone."""
+        return (await self.media.images([jpeg], max_visual_tokens=self._catalog.context_length()))[0]
+
     def simple(self, *, prompt: str, images: list[NormalizedImage], system_prompt: str | None,
                model: str | None, sampling: JSONObject) -> EngineRequest:
         """The chat request behind /infer and /analyze: [system], user(images..., text)."""

@@ -178,8 +178,10 @@ AnalyzeTask = Literal[TASK_NAMES]  # type: ignore[valid-type]
 class AnalyzeRequest(SamplingFields):
     model_config = ConfigDict(populate_by_name=True)
     task: AnalyzeTask = Field(description=describe_tasks())
-    image: str | None = Field(None, description="Data URL, raw base64 or http(s) URL.")
+    image: str | None = Field(None, description="An image or a PDF: data URL, raw base64 or http(s) URL.")
     images: list[str] | None = Field(None, description="Several images (task=compare).")
+    pages: str | None = Field(None, description="A PDF's pages to read, e.g. \"1-3,7\"; default all.")
+    per_page: bool = Field(False, description="extract on a PDF: one object per page instead of one merged.")
     question: str | None = Field(None, description="For qa and compare.")
     objects: list[str] | None = Field(None, description="What to find (detect, point); empty: everything.")
     boxes: bool = Field(False, description="ocr: return each line with its box.")
@@ -210,6 +212,15 @@ class ImageSize(BaseModel):
     height: int
 
 
+class PageResult(BaseModel):
+    page: int = Field(description="The page's number in the PDF, from 1.")
+    result: Any = None
+    text: str | None = None
+    image: ImageSize | None = Field(None, description="The page image's size: boxes and points are in its pixels.")
+    usage: Usage = Field(default_factory=Usage)
+    error: dict[str, Any] | None = Field(None, description="Why the page failed (OpenAI's error object).")
+
+
 class AnalyzeResponse(BaseModel):
     task: str
     result: Any = Field(description="The task's structured result; boxes and points in the image's pixels.")
@@ -218,5 +229,8 @@ class AnalyzeResponse(BaseModel):
     model: str
     usage: Usage
     latency_ms: float
-    image: ImageSize = Field(description="The (first) image's size, upright, as the user sent it.")
+    image: ImageSize = Field(description="The (first) image's size, upright, as the user sent it (a PDF: its "
+                             "first page's, as rendered).")
     images: list[ImageSize] | None = None
+    pages: list[PageResult] | None = Field(None, description="A PDF's pages, in order, each with its own result.")
+    pages_failed: int | None = Field(None, description="How many of a PDF's pages failed, after one retry.")

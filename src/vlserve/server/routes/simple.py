@@ -14,7 +14,9 @@ from fastapi.responses import Response
 from vlserve.analysis import TaskInput
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.gateway import oneshot
-from vlserve.gateway.request_builder import sampling_dict
+from vlserve.gateway.document_analysis import analyze_pdf
+from vlserve.gateway.engine_call import CallContext, Inference
+from vlserve.gateway.request_builder import RequestBuilder, sampling_dict
 from vlserve.gateway.schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -24,6 +26,8 @@ from vlserve.gateway.schemas import (
     SamplingFields,
 )
 from vlserve.media import MediaNormalizer, NormalizedImage
+from vlserve.media.pdf import is_pdf, parse_pages
+from vlserve.openai_types import JSONObject
 from vlserve.server.routes.deps import CallDep, InferenceDep, RequestsDep
 from vlserve.server.routes.streaming import EngineStreamResponse
 
@@ -45,11 +49,15 @@ async def sampling_form(
 SamplingFormDep = Annotated[SamplingFields, Depends(sampling_form)]
 
 
-async def read_upload(upload: UploadFile, media: MediaNormalizer) -> bytes:
+async def read_upload(upload: UploadFile, media: MediaNormalizer, pdf_too: bool = False) -> bytes:
+    """An uploaded image (or, where a PDF is taken, an image or a PDF), within its limit."""
     limit = media.policy.max_image_bytes
-    data = await upload.read(limit + 1)
+    data = await upload.read(max(limit, media.policy.pdf.max_bytes) + 1 if pdf_too else limit + 1)
+    if pdf_too and is_pdf(data):
+        limit = media.policy.pdf.max_bytes
     if len(data) > limit:
-        raise ServiceError(ErrorKind.TOO_LARGE, f"The uploaded image is larger than the limit of {limit:,} bytes.")
+        what = "PDF" if pdf_too and is_pdf(data) else "image"
+        raise ServiceError(ErrorKind.TOO_LARGE, f"The uploaded {what} is larger than the limit of {limit:,} bytes.")
     return data
 
 
@@ -91,15 +99,31 @@ def _task_input(task: str, image_count: int, *, question, language, objects, box
 @router.post("/analyze", response_model=AnalyzeResponse)
 async def analyze(body: AnalyzeRequest, requests: RequestsDep, inference: InferenceDep,
                   call: CallDep) -> AnalyzeResponse:
-    refs = ([body.image] if body.image else []) + (body.images or [])
+    refs: list[str | bytes] = [*([body.image] if body.image else []), *(body.images or [])]
     if not refs:
         raise ServiceError(ErrorKind.BAD_REQUEST, "Send the image as `image` (or several as `images`).",
                            param="image")
-    images = await requests.images(list(refs))
-    spec = _task_input(body.task, len(images), question=body.question, language=body.language,
+    if len(refs) == 1:  # one image, or a PDF
+        refs = [await requests.media.image_or_pdf(refs[0])]
+    spec = _task_input(body.task, len(refs), question=body.question, language=body.language,
                        objects=body.objects, boxes=body.boxes, format=body.format, prompt=body.prompt)
-    return await oneshot.analyze(inference, requests, call, spec=spec, images=images, model=body.model,
-                                 sampling=sampling_dict(body), schema=body.json_schema)
+    return await _analyze(requests, inference, call, refs, spec, pages=body.pages, per_page=body.per_page,
+                          model=body.model, sampling=sampling_dict(body), schema=body.json_schema)
+
+
+async def _analyze(requests: RequestBuilder, inference: Inference, call: CallContext, sources: list[str | bytes],
+                   spec: TaskInput, *, pages: str | None, per_page: bool, model: str | None, sampling: JSONObject,
+                   schema: Any) -> AnalyzeResponse:
+    """Images, or a PDF read page by page (gateway/document_analysis.py)."""
+    first = sources[0]
+    if len(sources) == 1 and isinstance(first, bytes) and is_pdf(first):
+        return await analyze_pdf(inference, requests, call, spec=spec, data=first, pages=parse_pages(pages),
+                                 per_page=per_page, model=model, sampling=sampling, schema=schema)
+    if pages is not None:
+        raise ServiceError(ErrorKind.BAD_REQUEST, "pages applies to a PDF; this is an image.", param="pages")
+    images = await requests.images(sources)
+    return await oneshot.analyze(inference, requests, call, spec=spec, images=images, model=model,
+                                 sampling=sampling, schema=schema)
 
 
 @router.post("/analyze/upload", response_model=AnalyzeResponse)
@@ -115,14 +139,17 @@ async def analyze_upload(
     prompt: Annotated[str | None, Form()] = None,
     language: Annotated[str | None, Form()] = None,
     model: Annotated[str | None, Form()] = None,
+    pages: Annotated[str | None, Form(description="A PDF's pages, e.g. 1-3,7")] = None,
+    per_page: Annotated[bool, Form()] = False,
 ) -> AnalyzeResponse:
     requests.media.check_count(len(image))
-    images = await requests.images([await read_upload(upload, requests.media) for upload in image])
+    sources: list[str | bytes] = [await read_upload(upload, requests.media, pdf_too=len(image) == 1)
+                                  for upload in image]
     names = [o.strip() for o in (objects or "").split(",") if o.strip()]
-    spec = _task_input(task, len(images), question=question, language=language, objects=names, boxes=boxes,
+    spec = _task_input(task, len(sources), question=question, language=language, objects=names, boxes=boxes,
                        format=format, prompt=prompt)
-    return await oneshot.analyze(inference, requests, call, spec=spec, images=images, model=model,
-                                 sampling=sampling_dict(sampling), schema=_parse_schema(json_schema))
+    return await _analyze(requests, inference, call, sources, spec, pages=pages, per_page=per_page, model=model,
+                          sampling=sampling_dict(sampling), schema=_parse_schema(json_schema))
 
 
 def _parse_schema(text: str | None) -> Any:
