@@ -118,3 +118,32 @@ def test_pages_that_fail_are_retried_once_then_reported(engine, gateway):
     assert answer["pages_failed"] == 2 and all(page["error"]["message"] for page in answer["pages"])
     # each page: an answer and its repair turn, twice (one retry)
     assert len(engine.requests) - before == 2 * 2 * 2
+
+
+def test_the_batch_cli_reads_pdfs_page_by_page_resumes_per_page_and_writes_markdown(engine, gateway, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "report.pdf").write_bytes(THREE_PAGES)
+    (folder / "sub" / "letter.pdf").write_bytes(pdf([(612, 792)] * 2))
+    (folder / "photo.png").write_bytes(png((64, 48)))
+    out, markdown = tmp_path / "results.jsonl", tmp_path / "md"
+    command = [sys.executable, "-m", "vlserve.cli", "analyze", str(folder), "--task", "document", "--out", str(out),
+               "--markdown-dir", str(markdown), "--server", gateway.url]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    pages = sorted((line["source"].rsplit("/", 1)[-1], line.get("page")) for line in lines)
+    assert pages == [("letter.pdf", 1), ("letter.pdf", 2), ("photo.png", None), ("report.pdf", 1),
+                     ("report.pdf", 2), ("report.pdf", 3)]
+    assert all(line["ok"] and line["result"] == {"markdown": "Read it."} for line in lines)
+    report = (markdown / "docs" / "report.pdf.md").read_text()
+    assert report == "<!-- page 1 -->\nRead it.\n\n<!-- page 2 -->\nRead it.\n\n<!-- page 3 -->\nRead it.\n"
+    assert (markdown / "docs" / "sub" / "letter.pdf.md").exists()
+    before = len(engine.requests)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert again.returncode == 0 and "6 already done" in again.stderr
+    assert len(engine.requests) == before  # every page was done: nothing sent again

@@ -1,4 +1,5 @@
-"""`vlserve analyze`: many images through a running service, one JSON line each."""
+"""`vlserve analyze`: many images and PDFs through a running service, one JSON line each
+(one per page of a PDF)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from vlserve.cli.common import KeyOption, ServerOption, app, fail
 
 @app.command()
 def analyze(
-    paths: Annotated[list[str], typer.Argument(help="Image files, folders, text files of paths/URLs, or URLs")],
+    paths: Annotated[list[str], typer.Argument(help="Image and PDF files, folders, text files of paths/URLs, "
+                                               "or URLs")],
     task: Annotated[str, typer.Option(help=f"One of: {describe_tasks()}")] = "caption",
     out: Annotated[Path, typer.Option(help="JSON Lines output; re-running with it resumes (failed images are "
                                       "tried again)")] = Path("results.jsonl"),
@@ -27,10 +29,13 @@ def analyze(
     schema: Annotated[Path | None, typer.Option(help="extract: a JSON Schema file")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Most tokens per answer")] = None,
     draw: Annotated[Path | None, typer.Option(help="Write copies of the images with results drawn here")] = None,
+    markdown_dir: Annotated[Path | None, typer.Option(help="task document: write one .md per PDF here (its pages "
+                                                      "in order)")] = None,
     server: ServerOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Analyse many images with a running service, one JSON line per image (compare: one line for all)."""
+    """Analyse many images and PDFs with a running service, one JSON line per image or PDF page
+    (compare: one line for all)."""
     import asyncio
 
     from vlserve.tools.batch import BatchJob, NotOurFile, completed_work, run_batch, summarize_failures
@@ -39,6 +44,8 @@ def analyze(
     server = server or default_server()
     fields = _analyze_fields(task, question, objects, boxes, schema, max_tokens)
     _check_outputs(out, draw)
+    if markdown_dir is not None and task != "document":
+        raise fail("analyze", "--markdown-dir needs --task document", code=2)
     sources = _analyze_sources(task, paths, draw)
     job = BatchJob(server=server, task=task, fields=fields, api_key=api_key, concurrency=concurrency,
                    together=TASKS[task].several_images)
@@ -58,6 +65,11 @@ def analyze(
                        f"results so far are in {out}; run the same command again to resume", err=True)
             raise typer.Exit(130) from None
     failures = progress.failures
+    if markdown_dir is not None:
+        from vlserve.tools.batch import write_markdown
+
+        written = write_markdown(out, markdown_dir)
+        typer.echo(f"{len(written)} Markdown file(s) written under {markdown_dir}", err=True)
     typer.echo(f"{ran} analysed ({ran - len(failures)} ok, {len(failures)} failed), {already} already done "
                f"in {out}", err=True)
     if failures:
@@ -104,7 +116,7 @@ class BatchProgress:
 
         if not line["ok"]:
             self.failures.append(line)
-        elif self._draw and not self._job.together and not is_url(line["source"]):
+        elif self._draw and not self._job.together and not is_url(line["source"]) and not line.get("page"):
             try:
                 draw_result(Path(line["source"]), line.get("result") or {}, drawn_path(self._draw, line["source"]))
             except Exception as exc:  # a drawing is a by-product: the result line is already written
@@ -158,7 +170,7 @@ def _analyze_sources(task: str, paths: list[str], draw: Path | None = None) -> l
         raise fail("analyze", f"no such file or folder: {', '.join(missing)}", code=2)
     sources = collect_sources(paths, skip=draw)
     if not sources:
-        raise fail("analyze", f"no images found in {', '.join(paths)}", code=2)
+        raise fail("analyze", f"no images or PDFs found in {', '.join(paths)}", code=2)
     if TASKS[task].several_images and len(sources) < 2:
         raise fail("analyze", f"--task {task} compares two or more images; got {len(sources)}", code=2)
     return sources

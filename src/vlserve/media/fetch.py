@@ -87,11 +87,13 @@ def make_fetch_session(policy: MediaPolicy, resolver: aiohttp.abc.AbstractResolv
                                  headers={"User-Agent": "vlserve-media-fetch/0.1"})
 
 
-async def fetch(session: aiohttp.ClientSession, url: str, policy: MediaPolicy, kind: str, max_bytes: int) -> bytes:
-    """The body at `url`, an `kind`/* (or generic) resource of at most `max_bytes`."""
+async def fetch(session: aiohttp.ClientSession, url: str, policy: MediaPolicy, kind: str, max_bytes: int,
+                mimes: tuple[str, ...] | None = None) -> bytes:
+    """The body at `url`, a `kind`/* (or one of `mimes`' prefixes, or generic) resource of
+    at most `max_bytes`."""
     try:
         async with asyncio.timeout(policy.fetch_timeout_s):
-            return await _follow(session, url, policy, kind, max_bytes)
+            return await _follow(session, url, policy, kind, max_bytes, mimes or (f"{kind}/",))
     except TimeoutError:
         raise ServiceError(ErrorKind.IMAGE_FETCH_FAILED, f"Fetching the URL took longer than "
                            f"{policy.fetch_timeout_s:g} s (MEDIA_FETCH_TIMEOUT_S).") from None
@@ -105,7 +107,8 @@ async def fetch(session: aiohttp.ClientSession, url: str, policy: MediaPolicy, k
         raise ServiceError(ErrorKind.IMAGE_FETCH_FAILED, "The URL (or a redirect's Location) is malformed.") from None
 
 
-async def _follow(session: aiohttp.ClientSession, url: str, policy: MediaPolicy, kind: str, max_bytes: int) -> bytes:
+async def _follow(session: aiohttp.ClientSession, url: str, policy: MediaPolicy, kind: str, max_bytes: int,
+                  mimes: tuple[str, ...]) -> bytes:
     target = parse_url(url)
     for _hop in range(policy.max_redirects + 1):
         check_url(target, policy)
@@ -116,7 +119,7 @@ async def _follow(session: aiohttp.ClientSession, url: str, policy: MediaPolicy,
             if resp.status != 200:
                 raise ServiceError(ErrorKind.IMAGE_FETCH_FAILED, f"The URL answered HTTP {resp.status}.")
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if not ctype.startswith(f"{kind}/") and ctype not in _GENERIC_TYPES:
+            if not ctype.startswith(mimes) and ctype not in _GENERIC_TYPES:
                 raise ServiceError(ErrorKind.UNSUPPORTED_MEDIA, f"The URL returned {ctype!r}, not {kind} data.")
             return await _read_capped(resp, max_bytes)
     raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED,

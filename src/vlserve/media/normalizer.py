@@ -185,7 +185,7 @@ class MediaNormalizer:
             if not self.policy.allow_remote or self._session is None:
                 raise ServiceError(ErrorKind.IMAGE_FETCH_REFUSED, "This server does not fetch URLs "
                                    "(MEDIA_ALLOW_REMOTE=false); send the data inline as base64.")
-            return await fetch(self._session, ref, self.policy, kind, max_bytes)
+            return await fetch(self._session, ref, self.policy, kind, max_bytes, mimes)
         if head.startswith("file:"):
             return await asyncio.to_thread(read_local, ref, self.policy.local_dir, max_bytes)
         if _OTHER_SCHEME.match(head):

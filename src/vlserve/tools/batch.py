@@ -1,9 +1,9 @@
-"""Batch analysis from the command line: many images → one JSON line each.
+"""Batch analysis from the command line: many images and PDFs → one JSON line each.
 
-- Sources: image files, folders (recursively, by image extension), text files listing
+- Sources: image and PDF files, folders (recursively, by extension), text files listing
   paths or URLs (one per line), or URLs.
-- Work: one request per image; for a task that takes several images (compare), one
-  request with all of them, written as one line.
+- Work: one request per image, one per page of a PDF (its line has `page`); for a task
+  that takes several images (compare), one request with all of them, written as one line.
 - Output: JSON Lines, written and flushed one complete line at a time, so an
   interrupted run leaves a valid file. Re-running with the same output resumes: work
   recorded as done is skipped, and work recorded as failed (an outage, a missing key)
@@ -18,6 +18,7 @@ import base64
 import json
 import mimetypes
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from typing import Any
 
 import httpx
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".pdf"}
+_PAGE = re.compile(r"^(?P<path>.+)#page=(?P<page>\d+)$")  # one page of a PDF, as a piece of work
 LIST_EXTENSIONS = {".txt", ".lst", ".urls"}
 
 
@@ -60,8 +62,29 @@ def collect_sources(paths: Iterable[str], skip: Path | None = None) -> list[str]
 
 
 def work_key(sources: tuple[str, ...]) -> str:
-    """The `source` an output line is recorded under."""
+    """What an output line is recorded under (a PDF's page: "a.pdf#page=3")."""
     return " + ".join(sources)
+
+
+def line_key(record: dict[str, Any]) -> str:
+    """The work an output line records: its source, and its page for a PDF's."""
+    return f"{record['source']}#page={record['page']}" if record.get("page") else record["source"]
+
+
+def pdf_pages(source: str) -> list[str]:
+    """A local PDF's pages as pieces of work; [source] when it is not one that can be read
+    (the service then says why, in its line)."""
+    if is_url(source) or Path(source).suffix.lower() != ".pdf":
+        return [source]
+    try:
+        import pypdfium2 as pdfium  # the user's own file, on the user's machine
+
+        document = pdfium.PdfDocument(source)
+        count = len(document)
+        document.close()
+    except Exception:
+        return [source]
+    return [f"{source}#page={page}" for page in range(1, count + 1)] or [source]
 
 
 class NotOurFile(Exception):
@@ -86,7 +109,7 @@ def completed_work(out: Path) -> set[str]:
             raise NotOurFile(f"{out} line {number} is not a result line of vlserve analyze; choose another --out")
         if ours and record["ok"] and line.endswith("\n"):
             kept.append(line)
-            done.add(record["source"])
+            done.add(line_key(record))
         else:
             changed = True
     if not changed:
@@ -108,7 +131,9 @@ class BatchJob:
     together: bool = False  # the task takes all the images in one request (compare)
 
     def work(self, sources: list[str]) -> list[tuple[str, ...]]:
-        return [tuple(sources)] if self.together else [(source,) for source in sources]
+        if self.together:
+            return [tuple(sources)]
+        return [(piece,) for source in sources for piece in pdf_pages(source)]
 
 
 def _reference(source: str) -> str:
@@ -124,19 +149,39 @@ async def _request(client: httpx.AsyncClient, job: BatchJob, sources: tuple[str,
         images = await asyncio.to_thread(lambda: [_reference(source) for source in sources])
         image_fields = {"images": images} if job.together else {"image": images[0]}
         return await client.post("/analyze", json={"task": job.task, **image_fields, **job.fields})
-    source = sources[0]
+    source, page = _page_of(sources[0])
     data = await asyncio.to_thread(Path(source).read_bytes)
     mime = mimetypes.guess_type(source)[0] or "application/octet-stream"
     form = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in job.fields.items()}
     if isinstance(job.fields.get("objects"), list):
         form["objects"] = ",".join(job.fields["objects"])
+    if page is not None:
+        form["pages"] = str(page)
     return await client.post("/analyze/upload", data={"task": job.task, **form},
                              files={"image": (Path(source).name, data, mime)})
 
 
+def _page_of(piece: str) -> tuple[str, int | None]:
+    match = _PAGE.match(piece)
+    return (match["path"], int(match["page"])) if match else (piece, None)
+
+
+def _one_page(body: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """A PDF page's answer as its own line: the page's result, or its error."""
+    page = (body.get("pages") or [{}])[0]
+    if page.get("error"):
+        return False, {"error": page["error"]}
+    return True, {**{k: v for k, v in body.items() if k not in ("pages", "pages_failed")},
+                  "result": page.get("result"), "text": page.get("text"), "image": page.get("image"),
+                  "usage": page.get("usage")}
+
+
 async def analyze_one(client: httpx.AsyncClient, job: BatchJob, sources: tuple[str, ...]) -> dict[str, Any]:
     """One piece of work → its output line (as a dict). Never raises for a bad image."""
-    line: dict[str, Any] = {"source": work_key(sources)}
+    path, page = _page_of(sources[0])
+    line: dict[str, Any] = {"source": path if page else work_key(sources)}
+    if page:
+        line["page"] = page
     if job.together:
         line["sources"] = list(sources)
     try:
@@ -152,6 +197,9 @@ async def analyze_one(client: httpx.AsyncClient, job: BatchJob, sources: tuple[s
         body = {"error": {"message": resp.text[:500]}}
     if resp.status_code != 200:
         return {**line, "ok": False, "status": resp.status_code, "error": body.get("error", body)}
+    if page is not None:
+        ok, fields = _one_page(body)
+        return {**line, "ok": ok, **fields}
     return {**line, "ok": True, **body}
 
 
@@ -196,6 +244,25 @@ async def run_batch(job: BatchJob, sources: list[str], out: Path,
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     return len(todo)
+
+
+def write_markdown(out: Path, markdown_dir: Path, task_format: str = "markdown") -> list[Path]:
+    """One file per PDF whose pages are in `out` (task document): its pages' results in
+    page order, with page markers, under `markdown_dir` at the PDF's path + ".md"."""
+    pages: dict[str, dict[int, str]] = {}
+    for raw in out.read_text(encoding="utf-8").splitlines():
+        record = json.loads(raw)
+        result = record.get("result")
+        if record.get("ok") and record.get("page") and isinstance(result, dict) and task_format in result:
+            pages.setdefault(record["source"], {})[record["page"]] = str(result[task_format])
+    written = []
+    for source, texts in pages.items():
+        target = drawn_path(markdown_dir, source).with_suffix(".md")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("\n\n".join(f"<!-- page {n} -->\n{texts[n]}" for n in sorted(texts)) + "\n",
+                          encoding="utf-8")
+        written.append(target)
+    return written
 
 
 def drawn_path(draw_dir: Path, source: str) -> Path:
