@@ -147,3 +147,19 @@ def test_the_batch_cli_reads_pdfs_page_by_page_resumes_per_page_and_writes_markd
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0 and "6 already done" in again.stderr
     assert len(engine.requests) == before  # every page was done: nothing sent again
+
+
+def test_a_streamed_pdf_sends_each_page_as_it_is_done(gateway):
+    import json
+
+    with httpx.stream("POST", f"{gateway.url}/analyze", timeout=120, json={
+            "task": "document", "image": data_url(THREE_PAGES), "stream": True}) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    pages, final = [json.loads(e) for e in events[:-2]], json.loads(events[-2])
+    assert sorted(page["page"] for page in pages) == [1, 2, 3]
+    assert all(page["result"] == {"markdown": "Read it."} for page in pages)
+    assert final["pages_failed"] == 0 and final["result"]["markdown"].count("<!-- page") == 3
+    image = analyze(gateway, task="caption", image=base64.b64encode(png((64, 64))).decode(), stream=True)
+    assert image.status_code == 400 and image.json()["error"]["param"] == "stream"

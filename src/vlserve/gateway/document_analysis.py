@@ -5,15 +5,20 @@ disconnect) as its own /analyze of one image. A page that fails is tried once mo
 reported in its entry; the answer says how many failed. The top-level result merges the
 pages where that means something: `document` one Markdown (or HTML) with page markers,
 `ocr` the text by page, `extract` one object from all pages (or one per page with
-`per_page`); for the other tasks it is the list of the pages' results.
+`per_page`); for the other tasks it is the list of the pages' results. With `stream`,
+each page is sent as an SSE event as soon as it is done, so a long document shows
+progress.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
+from vlserve import sse
 from vlserve.analysis import TaskInput
 from vlserve.errors import ServiceError
 from vlserve.gateway import oneshot
@@ -26,36 +31,70 @@ from vlserve.openai_types import JSONObject
 PAGES_IN_FLIGHT = 8  # engine calls of one document at once; admission limits the whole server
 
 
-async def analyze_pdf(inference: Inference, builder: RequestBuilder, ctx: CallContext, *, spec: TaskInput,
-                      data: bytes, pages: list[int] | None, per_page: bool, model: str | None,
-                      sampling: JSONObject, schema: JSONObject | None) -> AnalyzeResponse:
-    started = time.perf_counter()
+@dataclass
+class DocumentJob:
+    """The pages of one PDF, read through the engine for one /analyze request."""
+
+    inference: Inference
+    builder: RequestBuilder
+    ctx: CallContext
+    spec: TaskInput
+    rendered: list[RenderedPage]
+    per_page: bool
+    model: str | None
+    sampling: JSONObject
+    schema: JSONObject | None
+    started: float = field(default_factory=time.perf_counter)
+    _turns: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PAGES_IN_FLIGHT))
+
+    async def _read(self, page: RenderedPage) -> tuple[PageResult, str | None]:
+        async with self._turns:
+            return await _page(self.inference, self.builder, self.ctx, page, spec=self.spec, model=self.model,
+                               sampling=self.sampling, schema=self.schema)
+
+    async def run(self) -> AnalyzeResponse:
+        try:  # a client that leaves cancels every page still running or waiting
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._read(page)) for page in self.rendered]
+        except* ClientGone:
+            raise ClientGone() from None
+        return self.response([task.result() for task in tasks])
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """SSE: each page as it is done (`{"page", "result", ...}`), then the whole answer,
+        then [DONE]. Closing the stream (the client left) cancels the pages still to come."""
+        tasks = [asyncio.ensure_future(self._read(page)) for page in self.rendered]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                result, _ = await finished
+                yield sse.frame(result.model_dump())
+            yield sse.frame(self.response([task.result() for task in tasks]).model_dump())
+            yield sse.DONE
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def response(self, answers: list[tuple[PageResult, str | None]]) -> AnalyzeResponse:
+        results = [result for result, _ in answers]
+        answered_by = next((model_id for _, model_id in answers if model_id), self.model or "")
+        done = [r for r in results if r.error is None]
+        usage = Usage(prompt_tokens=sum(r.usage.prompt_tokens for r in results),
+                      completion_tokens=sum(r.usage.completion_tokens for r in results),
+                      total_tokens=sum(r.usage.total_tokens for r in results))
+        first = results[0].image or ImageSize(width=self.rendered[0].width, height=self.rendered[0].height)
+        return AnalyzeResponse(task=self.spec.task, result=merged(self.spec, done, self.per_page),
+                               text=_joined_text(done), model=answered_by, usage=usage,
+                               latency_ms=oneshot.ms_since(self.started), image=first, pages=results,
+                               pages_failed=len(results) - len(done))
+
+
+async def document_job(inference: Inference, builder: RequestBuilder, ctx: CallContext, *, spec: TaskInput,
+                       data: bytes, pages: list[int] | None, per_page: bool, model: str | None,
+                       sampling: JSONObject, schema: JSONObject | None) -> DocumentJob:
+    """The PDF rendered (its errors are the request's), ready to be read page by page."""
     _, rendered = await builder.media.pdf_pages(data, pages)
-    turns = asyncio.Semaphore(PAGES_IN_FLIGHT)
-
-    async def read(page: RenderedPage) -> tuple[PageResult, str | None]:
-        async with turns:
-            return await _page(inference, builder, ctx, page, spec=spec, model=model, sampling=sampling,
-                               schema=schema)
-
-    try:  # a client that leaves cancels every page still running or waiting
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(read(page)) for page in rendered]
-    except* ClientGone:
-        raise ClientGone() from None
-    answers = [task.result() for task in tasks]
-    results = [result for result, _ in answers]
-    answered_by = next((model_id for _, model_id in answers if model_id), model or "")
-    done = [r for r in results if r.error is None]
-    usage = Usage()
-    for r in results:
-        usage = Usage(prompt_tokens=usage.prompt_tokens + r.usage.prompt_tokens,
-                      completion_tokens=usage.completion_tokens + r.usage.completion_tokens,
-                      total_tokens=usage.total_tokens + r.usage.total_tokens)
-    first = results[0].image or ImageSize(width=rendered[0].width, height=rendered[0].height)
-    return AnalyzeResponse(task=spec.task, result=merged(spec, done, per_page), text=_joined_text(done),
-                           model=answered_by, usage=usage, latency_ms=oneshot.ms_since(started),
-                           image=first, pages=results, pages_failed=len(results) - len(done))
+    return DocumentJob(inference, builder, ctx, spec, rendered, per_page, model, sampling, schema)
 
 
 async def _page(inference: Inference, builder: RequestBuilder, ctx: CallContext, page: RenderedPage, *,

@@ -182,6 +182,7 @@ class AnalyzeRequest(SamplingFields):
     images: list[str] | None = Field(None, description="Several images (task=compare).")
     pages: str | None = Field(None, description="A PDF's pages to read, e.g. \"1-3,7\"; default all.")
     per_page: bool = Field(False, description="extract on a PDF: one object per page instead of one merged.")
+    stream: bool = Field(False, description="A PDF: one SSE event per page as it is done, then the whole answer.")
     question: str | None = Field(None, description="For qa and compare.")
     objects: list[str] | None = Field(None, description="What to find (detect, point); empty: everything.")
     boxes: bool = Field(False, description="ocr: return each line with its box.")

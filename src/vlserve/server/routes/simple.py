@@ -12,9 +12,10 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 
 from vlserve.analysis import TaskInput
+from vlserve.engines.base import EngineStream
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.gateway import oneshot
-from vlserve.gateway.document_analysis import analyze_pdf
+from vlserve.gateway.document_analysis import document_job
 from vlserve.gateway.engine_call import CallContext, Inference
 from vlserve.gateway.request_builder import RequestBuilder, sampling_dict
 from vlserve.gateway.schemas import (
@@ -96,9 +97,11 @@ def _task_input(task: str, image_count: int, *, question, language, objects, box
                      boxes=boxes, format=format, image_count=image_count, prompt=prompt)
 
 
-@router.post("/analyze", response_model=AnalyzeResponse)
+@router.post("/analyze", response_model=AnalyzeResponse,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "JSON, or SSE (a PDF with stream=true: an event per page)"}})
 async def analyze(body: AnalyzeRequest, requests: RequestsDep, inference: InferenceDep,
-                  call: CallDep) -> AnalyzeResponse:
+                  call: CallDep) -> AnalyzeResponse | Response:
     refs: list[str | bytes] = [*([body.image] if body.image else []), *(body.images or [])]
     if not refs:
         raise ServiceError(ErrorKind.BAD_REQUEST, "Send the image as `image` (or several as `images`).",
@@ -108,25 +111,29 @@ async def analyze(body: AnalyzeRequest, requests: RequestsDep, inference: Infere
     spec = _task_input(body.task, len(refs), question=body.question, language=body.language,
                        objects=body.objects, boxes=body.boxes, format=body.format, prompt=body.prompt)
     return await _analyze(requests, inference, call, refs, spec, pages=body.pages, per_page=body.per_page,
-                          model=body.model, sampling=sampling_dict(body), schema=body.json_schema)
+                          model=body.model, sampling=sampling_dict(body), schema=body.json_schema, stream=body.stream)
 
 
 async def _analyze(requests: RequestBuilder, inference: Inference, call: CallContext, sources: list[str | bytes],
                    spec: TaskInput, *, pages: str | None, per_page: bool, model: str | None, sampling: JSONObject,
-                   schema: Any) -> AnalyzeResponse:
+                   schema: Any, stream: bool = False) -> AnalyzeResponse | Response:
     """Images, or a PDF read page by page (gateway/document_analysis.py)."""
     first = sources[0]
     if len(sources) == 1 and isinstance(first, bytes) and is_pdf(first):
-        return await analyze_pdf(inference, requests, call, spec=spec, data=first, pages=parse_pages(pages),
+        job = await document_job(inference, requests, call, spec=spec, data=first, pages=parse_pages(pages),
                                  per_page=per_page, model=model, sampling=sampling, schema=schema)
-    if pages is not None:
-        raise ServiceError(ErrorKind.BAD_REQUEST, "pages applies to a PDF; this is an image.", param="pages")
+        return EngineStreamResponse(EngineStream(job.events())) if stream else await job.run()
+    for name, given in (("pages", pages is not None), ("stream", stream)):
+        if given:
+            raise ServiceError(ErrorKind.BAD_REQUEST, f"{name} applies to a PDF; this is an image.", param=name)
     images = await requests.images(sources)
     return await oneshot.analyze(inference, requests, call, spec=spec, images=images, model=model,
                                  sampling=sampling, schema=schema)
 
 
-@router.post("/analyze/upload", response_model=AnalyzeResponse)
+@router.post("/analyze/upload", response_model=AnalyzeResponse,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "JSON, or SSE (a PDF with stream=true: an event per page)"}})
 async def analyze_upload(
     requests: RequestsDep, inference: InferenceDep, call: CallDep, sampling: SamplingFormDep,
     task: Annotated[AnalyzeTask, Form()],
@@ -141,7 +148,8 @@ async def analyze_upload(
     model: Annotated[str | None, Form()] = None,
     pages: Annotated[str | None, Form(description="A PDF's pages, e.g. 1-3,7")] = None,
     per_page: Annotated[bool, Form()] = False,
-) -> AnalyzeResponse:
+    stream: Annotated[bool, Form(description="A PDF: an SSE event per page")] = False,
+) -> AnalyzeResponse | Response:
     requests.media.check_count(len(image))
     sources: list[str | bytes] = [await read_upload(upload, requests.media, pdf_too=len(image) == 1)
                                   for upload in image]
@@ -149,7 +157,7 @@ async def analyze_upload(
     spec = _task_input(task, len(sources), question=question, language=language, objects=names, boxes=boxes,
                        format=format, prompt=prompt)
     return await _analyze(requests, inference, call, sources, spec, pages=pages, per_page=per_page, model=model,
-                          sampling=sampling_dict(sampling), schema=_parse_schema(json_schema))
+                          sampling=sampling_dict(sampling), schema=_parse_schema(json_schema), stream=stream)
 
 
 def _parse_schema(text: str | None) -> Any:
