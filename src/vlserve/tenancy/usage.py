@@ -122,11 +122,16 @@ class UsageFile:
         self.path = path
         self._pending: list[UsageDelta] = []
         self._flusher: asyncio.Task[None] | None = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.execute(_SCHEMA)
         self._memory: dict[UsageKey, UsageCounts] = {}  # the whole record when there is no file
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.closing(self._connect()) as db, db:
+                    db.execute(_SCHEMA)
+            except (OSError, sqlite3.Error) as exc:  # a read-only root, a full disk: serve anyway
+                log.warning("usage cannot be written to %s (%s): it is kept in memory only, and a restart loses "
+                            "it; set USAGE_FILE to a writable path (or off)", path, exc)
+                self.path = None
 
     def _connect(self) -> sqlite3.Connection:
         assert self.path is not None

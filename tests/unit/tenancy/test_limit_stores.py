@@ -183,3 +183,13 @@ async def test_users_who_come_and_go_leave_nothing_behind():
     clock.now += 61  # their requests left the window
     await take(store, key(requests_per_minute=5), REQUEST, ticket="last")
     assert store.subjects_held <= 1
+
+
+async def test_a_usage_file_that_cannot_be_written_leaves_usage_in_memory(tmp_path, caplog):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    usage = UsageFile(blocked / "usage.sqlite3")  # its folder cannot be made: a read-only root, say
+    usage.add(delta_for("team", None, "m", 200, 1, 1, 0))
+    today = datetime.now(UTC).date()
+    assert sum(c.requests for c in (await usage.rows(today, today)).values()) == 1
+    assert "kept in memory only" in caplog.text
