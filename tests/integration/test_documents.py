@@ -163,3 +163,12 @@ def test_a_streamed_pdf_sends_each_page_as_it_is_done(gateway):
     assert final["pages_failed"] == 0 and final["result"]["markdown"].count("<!-- page") == 3
     image = analyze(gateway, task="caption", image=base64.b64encode(png((64, 64))).decode(), stream=True)
     assert image.status_code == 400 and image.json()["error"]["param"] == "stream"
+
+
+def test_pages_shows_a_pdf_as_small_page_images(gateway):
+    resp = httpx.post(f"{gateway.url}/pages", timeout=60, json={"file": data_url(THREE_PAGES)})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["count"] == 3 and [p["page"] for p in body["pages"]] == [1, 2, 3]
+    assert all(p["width"] * p["height"] <= 256 * 256 and p["image"].startswith("data:image/jpeg") for p in body["pages"])
+    assert httpx.post(f"{gateway.url}/pages", json={"file": data_url(png(), "image/png")}).status_code == 415

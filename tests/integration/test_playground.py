@@ -286,3 +286,32 @@ def test_a_key_with_limits_sees_what_it_has_left(page, tmp_path):
         assert page.console_errors(expected_statuses=(401,)) == []  # the model list asked before the key was in
     finally:
         server.stop()
+
+
+def test_a_pdf_is_shown_as_pages_to_choose_and_read_page_by_page(page, tmp_path):
+    from ..media_helpers import pdf
+
+    upstream = ScriptedUpstream("A page of text.").start()
+    server = InProcessServer(create_app(Settings(UPSTREAM_BASE_URL=upstream.url, USAGE_FILE="off"))).start()
+    server.wait_healthy()
+    try:
+        path = tmp_path / "report.pdf"
+        path.write_bytes(pdf([(612, 792), (842, 595), (612, 792)]))
+        p = page.page
+        p.goto(f"{server.url}/")
+        p.select_option("#mode", "document")
+        p.set_input_files("#file-input", str(path))
+        p.wait_for_selector("#image-list li:nth-child(3)")
+        assert "report.pdf · page 2" in p.inner_text("#image-list")
+        p.click("#image-list li:nth-child(2) button")  # page 2 is not wanted
+        p.wait_for_function("document.querySelectorAll('#image-list li').length === 2")
+        p.click("#send")
+        p.wait_for_selector("#result h3:has-text('Whole document')")
+        assert [s.get_attribute("data-page") for s in p.query_selector_all("#result .page-result")] == ["1", "3"]
+        whole = p.inner_text("#result")
+        assert whole.count("A page of text.") == 4  # two pages, then the document that joins them
+        assert not p.is_hidden("#copy")
+        page.screenshot("pdf-pages")
+        assert page.console_errors() == [] and page.external == []
+    finally:
+        server.stop()

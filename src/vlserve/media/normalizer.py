@@ -141,12 +141,13 @@ class MediaNormalizer:
                                 ("image/", PDF_MIME))
 
     async def pdf_pages(self, data: bytes, pages: list[int] | None, max_pages: int | None = None,
-                        why: str = "") -> tuple[int, list[RenderedPage]]:
+                        why: str = "", max_pixels: int | None = None) -> tuple[int, list[RenderedPage]]:
         """The PDF's page count and the pages asked for (None: all), each as a JPEG at the
-        pixel budget, to be prepared like any other image (PdfRenderer.render)."""
+        pixel budget (or fewer `max_pixels`), to be prepared like any other image."""
         if not is_pdf(data):
             raise ServiceError(ErrorKind.INVALID_PDF, "The file is not a PDF (it does not start with %PDF-).")
-        return await self.pdf.render(data, pages, self.policy.budget.max_pixels, max_pages, why)
+        budget = min(max_pixels or self.policy.budget.max_pixels, self.policy.budget.max_pixels)
+        return await self.pdf.render(data, pages, budget, max_pages, why)
 
     async def pdf_from_data_url(self, ref: str) -> bytes:
         return await self._load(ref.strip(), "PDF", self.policy.pdf.max_bytes, is_pdf, (PDF_MIME,))

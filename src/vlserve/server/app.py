@@ -25,7 +25,7 @@ from vlserve.server.error_handlers import install_error_handlers
 from vlserve.server.gpu import GpuMonitor
 from vlserve.server.limits import RATE_LIMIT_HEADERS, LimitsGate
 from vlserve.server.observability import IMAGES_SHRUNK_HEADER, Metrics, Observe
-from vlserve.server.routes import admin, openai, ops, pages, simple
+from vlserve.server.routes import admin, documents, openai, ops, pages, simple
 from vlserve.server.routes.body import document_bodies
 from vlserve.server.state import AppState
 from vlserve.tenancy.keys import KeySource
@@ -106,7 +106,7 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
     install_error_handlers(app)
     app.include_router(openai.router)
     document_bodies(app, openai.BODIES_READ_BY_HAND)
-    for router in (simple.router, ops.router, admin.router, pages.router):
+    for router in (simple.router, documents.router, ops.router, admin.router, pages.router):
         app.include_router(router)
     pages.mount_assets(app)
     _add_middleware(app, settings, keys, quota, metrics)

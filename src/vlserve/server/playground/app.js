@@ -135,10 +135,31 @@ function measure(url) {
   });
 }
 
+function isPdf(file) {
+  return file.type === "application/pdf" || /\.pdf$/i.test(file.name || "");
+}
+
+// A PDF becomes its pages, each shown small and removable (choosing pages); a task reads
+// the chosen ones from the PDF itself, at the full budget, on the server.
+async function addPdf(file) {
+  const url = await readAsDataUrl(file);
+  const resp = await fetch("/pages", { method: "POST", headers: headers(), body: JSON.stringify({ file: url }) });
+  if (!resp.ok) throw await errorOf(resp);
+  const answer = await resp.json();
+  for (const page of answer.pages) {
+    state.images.push({ name: `${file.name} · page ${page.page}`, bytes: null, url: page.image, isRemote: false,
+                        width: page.width, height: page.height, pdf: { url, name: file.name, page: page.page } });
+  }
+}
+
 async function addFiles(files) {
   for (const file of files) {
+    if (isPdf(file)) {
+      try { await addPdf(file); } catch (err) { showError(`${file.name}: ${err.message}`); }
+      continue;
+    }
     if (!file.type.startsWith("image/")) {
-      showError(`${file.name} is not an image (${file.type || "unknown type"}).`);
+      showError(`${file.name} is not an image or a PDF (${file.type || "unknown type"}).`);
       continue;
     }
     const url = await readAsDataUrl(file);
@@ -333,7 +354,11 @@ async function sendChat() {
   if (!text && !state.images.length) { showError("Write a message (or add an image) first."); return; }
   const fresh = state.images.filter((image) => !state.sentImages.has(image.url));
   const turnsBefore = state.conversation.length;
-  const content = fresh.map((image) => ({ type: "image_url", image_url: { url: image.url } }));
+  // Pages of a PDF go as the PDF itself (a file part, read at the full budget), once.
+  const content = fresh.filter((image) => !image.pdf).map((image) => ({ type: "image_url", image_url: { url: image.url } }));
+  for (const pdf of new Map(fresh.filter((i) => i.pdf).map((i) => [i.pdf.url, i.pdf])).values()) {
+    content.push({ type: "file", file: { file_data: pdf.url, filename: pdf.name } });
+  }
   fresh.forEach((image) => state.sentImages.add(image.url));
   content.push({ type: "text", text });
   state.conversation.push({ role: "user", content });
@@ -427,9 +452,16 @@ async function* sseEvents(resp) {
 }
 
 // --- analysis tasks ---------------------------------------------------------------
+// The pages still listed of the first image's PDF, as /analyze's `pages`.
+function chosenPages(pdf) {
+  return state.images.filter((i) => i.pdf && i.pdf.url === pdf.url).map((i) => i.pdf.page).join(",");
+}
+
 function analyzeBody(task) {
   const body = { task, model: state.model || undefined, max_tokens: maxTokens() };
+  const pdf = state.images[0].pdf;
   if (task === "compare") body.images = state.images.map((i) => i.url);
+  else if (pdf) Object.assign(body, { image: pdf.url, pages: chosenPages(pdf), stream: true });
   else body.image = state.images[0].url;
   const value = (id) => $(id).value.trim();
   if (["detect", "point"].includes(task) && value("objects")) {
@@ -460,11 +492,12 @@ async function sendTask(task) {
   setCopy("");
   const started = performance.now();
   try {
+    const body = analyzeBody(task);
     const resp = await fetch("/analyze", { method: "POST", headers: headers(), signal: state.controller.signal,
-                                           body: JSON.stringify(analyzeBody(task)) });
+                                           body: JSON.stringify(body) });
     showLimits(resp);
     if (!resp.ok) throw await errorOf(resp);
-    const answer = await resp.json();
+    const answer = body.stream ? await readPages(task, resp) : await resp.json();
     const elapsed = (performance.now() - started) / 1000;
     const tokensPerS = answer.usage && answer.latency_ms
       ? `${(answer.usage.completion_tokens / (answer.latency_ms / 1000)).toFixed(1)} tokens/s` : null;
@@ -477,8 +510,62 @@ async function sendTask(task) {
   }
 }
 
+// A PDF's pages arrive one event each as they are done; the last event is the whole answer.
+async function readPages(task, resp) {
+  const pages = document.createElement("div");
+  pages.className = "pages";
+  $("result").append(pages);
+  for await (const event of sseEvents(resp)) {
+    if (!event || typeof event !== "object") continue;
+    if (event.error && !event.page) throw new ApiError(500, event.error.message || "The stream failed.");
+    if (event.task) { pages.remove(); return event; }
+    pages.append(pageElement(task, event));
+    setStats([`${pages.children.length} page(s) read`]);
+  }
+  throw new ApiError(500, "The answer ended before the whole document.");
+}
+
+function pageElement(task, page) {
+  const section = document.createElement("section");
+  section.className = "page-result";
+  section.dataset.page = page.page;
+  const title = document.createElement("h3");
+  title.textContent = `Page ${page.page}`;
+  section.append(title);
+  if (page.error) {
+    section.append(pre(page.error.message || "failed"));
+    return section;
+  }
+  const shown = state.images.find((i) => i.pdf && i.pdf.page === page.page);
+  const data = page.result || {};
+  if (shown && (["detect", "point"].includes(task) || (data.lines || []).some((l) => l && l.box))) {
+    const look = document.createElement("button");
+    look.type = "button";
+    look.className = "secondary";
+    look.textContent = "Show on the page";
+    look.addEventListener("click", () => { showPreview(shown, page.image); drawOverlay(data, page.image); });
+    section.append(look);
+  }
+  const text = data.markdown !== undefined ? data.markdown : (data.text !== undefined ? data.text : null);
+  section.append(text !== null ? markdown(text) : pre(JSON.stringify(data, null, 2)));
+  return section;
+}
+
 function showResult(task, answer) {
   const result = $("result");
+  if (answer.pages) {  // a PDF: its pages above, the whole document below
+    const pages = document.createElement("div");
+    pages.className = "pages";
+    for (const page of [...answer.pages].sort((a, b) => a.page - b.page)) pages.append(pageElement(task, page));
+    const whole = document.createElement("h3");
+    whole.textContent = answer.pages_failed ? `Whole document (${answer.pages_failed} page(s) failed)`
+      : "Whole document";
+    result.append(pages, whole);
+    if (Array.isArray(answer.result)) {  // a task without one merged result: the pages say it all
+      setCopy(JSON.stringify(answer.result, null, 2));
+      return;
+    }
+  }
   const data = answer.result || {};
   if (["detect", "point"].includes(task) || (task === "ocr" && (data.lines || []).some((l) => l && l.box))) {
     showPreview(state.images[0], answer.image);
