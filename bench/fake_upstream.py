@@ -1,7 +1,10 @@
 """A fast fake OpenAI-compatible upstream, for load tests and for isolating the gateway's
 own cost in benchmarks (it does no inference: every answer is canned).
 
-    python bench/fake_upstream.py --port 9100 [--chunks 16] [--delay-ms 10]
+    python bench/fake_upstream.py --port 9100 [--chunks 16] [--delay-ms 10] [--batch 0]
+
+`--batch N` answers at most N requests at once (others wait), as an engine's batch does:
+then a replica's throughput is N answers per answer's time, like a real one's.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import json
 from aiohttp import web
 
 
-def make_app(chunks: int, delay_s: float) -> web.Application:
+def make_app(chunks: int, delay_s: float, batch: int = 0) -> web.Application:
+    batch_places = asyncio.Semaphore(batch) if batch else None
     def chunk(i: int) -> bytes:
         payload = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake",
                    "choices": [{"index": 0, "delta": {"content": f" tok{i}"}, "finish_reason": None}]}
@@ -30,7 +34,11 @@ def make_app(chunks: int, delay_s: float) -> web.Application:
     async def chat(request: web.Request) -> web.StreamResponse:
         request_body = await request.json()
         if not request_body.get("stream"):
-            await asyncio.sleep(delay_s * chunks)
+            if batch_places is not None:
+                async with batch_places:
+                    await asyncio.sleep(delay_s * chunks)
+            else:
+                await asyncio.sleep(delay_s * chunks)
             return web.json_response({"id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
                                       "choices": [{"index": 0, "finish_reason": "length", "message": {
                                           "role": "assistant", "content": "".join(f" tok{i}" for i in range(chunks))}}],
@@ -54,8 +62,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunks", type=int, default=16)
     parser.add_argument("--delay-ms", type=float, default=10)
+    parser.add_argument("--batch", type=int, default=0, help="requests answered at once (0: no limit)")
     args = parser.parse_args()
-    web.run_app(make_app(args.chunks, args.delay_ms / 1000), host="127.0.0.1", port=args.port, print=None,
+    web.run_app(make_app(args.chunks, args.delay_ms / 1000, args.batch), host="127.0.0.1", port=args.port, print=None,
                 access_log=None)
 
 

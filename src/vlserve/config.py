@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     media_pdf_workers: int = Field(2, ge=1, alias="MEDIA_PDF_WORKERS")
     media_pdf_render_timeout_s: float = Field(60.0, gt=0, alias="MEDIA_PDF_RENDER_TIMEOUT_S")
     media_pdf_worker_memory_bytes: int = Field(1024 * MiB, ge=64 * MiB, alias="MEDIA_PDF_WORKER_MEMORY_BYTES")
+    media_pdf_pages_in_flight: int = Field(16, ge=1, alias="MEDIA_PDF_PAGES_IN_FLIGHT")
     media_decode_memory_bytes: int = Field(512 * MiB, ge=16 * MiB, alias="MEDIA_DECODE_MEMORY_BYTES")
     media_allow_remote: bool = Field(True, alias="MEDIA_ALLOW_REMOTE")
     media_fetch_timeout_s: float = Field(10.0, gt=0, alias="MEDIA_FETCH_TIMEOUT_S")

@@ -28,8 +28,6 @@ from vlserve.gateway.schemas import AnalyzeResponse, ImageSize, PageResult, Usag
 from vlserve.media.pdf import RenderedPage
 from vlserve.openai_types import JSONObject
 
-PAGES_IN_FLIGHT = 8  # engine calls of one document at once; admission limits the whole server
-
 
 @dataclass
 class DocumentJob:
@@ -44,8 +42,11 @@ class DocumentJob:
     model: str | None
     sampling: JSONObject
     schema: JSONObject | None
+    pages_in_flight: int = 16  # engine calls of this document at once (MEDIA_PDF_PAGES_IN_FLIGHT)
     started: float = field(default_factory=time.perf_counter)
-    _turns: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PAGES_IN_FLIGHT))
+
+    def __post_init__(self) -> None:
+        self._turns = asyncio.Semaphore(self.pages_in_flight)
 
     async def _read(self, page: RenderedPage) -> tuple[PageResult, str | None]:
         async with self._turns:
@@ -94,7 +95,8 @@ async def document_job(inference: Inference, builder: RequestBuilder, ctx: CallC
                        sampling: JSONObject, schema: JSONObject | None) -> DocumentJob:
     """The PDF rendered (its errors are the request's), ready to be read page by page."""
     _, rendered = await builder.media.pdf_pages(data, pages)
-    return DocumentJob(inference, builder, ctx, spec, rendered, per_page, model, sampling, schema)
+    return DocumentJob(inference, builder, ctx, spec, rendered, per_page, model, sampling, schema,
+                       builder.media.policy.pdf.pages_in_flight)
 
 
 async def _page(inference: Inference, builder: RequestBuilder, ctx: CallContext, page: RenderedPage, *,

@@ -13,6 +13,7 @@ page's /Rotate), and handed on as a JPEG to the same image path as any other ima
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import math
@@ -44,6 +45,7 @@ class PdfLimits:
     workers: int = 2
     render_timeout_s: float = 60.0
     worker_memory_bytes: int = 1024 * 1024 * 1024
+    pages_in_flight: int = 16  # a document's pages sent to the engine at once (/analyze)
 
 
 @dataclass(frozen=True)
@@ -80,28 +82,49 @@ def _limit_worker(memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
 
-def _render(data: bytes, numbers: list[int] | None, max_pixels: int, max_pages: int) -> tuple:
-    """("ok", page count, [(number, jpeg, width, height)]) or ("error", kind, detail)."""
+def _page_problem(count: int, numbers: list[int] | None, max_pages: int) -> tuple | None:
+    """("error", kind, detail) when the pages asked for cannot be given, else None."""
+    if count == 0:
+        return ("error", "broken", "it has no pages")
+    if numbers is None and count > max_pages:
+        return ("error", "too_many", count)
+    if numbers is not None and any(n > count for n in numbers):
+        return ("error", "no_such_page", count)
+    if numbers is not None and len(numbers) > max_pages:
+        return ("error", "too_many", len(numbers))
+    return None
+
+
+def _open(data: bytes) -> tuple:
     import pypdfium2 as pdfium
 
     try:
-        pdf = pdfium.PdfDocument(data)
+        return ("ok", pdfium.PdfDocument(data))
     except pdfium.PdfiumError as exc:
         return ("error", "encrypted" if getattr(exc, "err_code", None) == 4 else "broken", str(exc))
-    try:
+
+
+def _count(data: bytes) -> tuple:
+    """("ok", page count) or ("error", kind, detail)."""
+    opened = _open(data)
+    if opened[0] != "ok":
+        return opened
+    with contextlib.closing(opened[1]) as pdf:
+        return ("ok", len(pdf))
+
+
+def _render(data: bytes, numbers: list[int] | None, max_pixels: int, max_pages: int) -> tuple:
+    """("ok", page count, [(number, jpeg, width, height)]) or ("error", kind, detail)."""
+    opened = _open(data)
+    if opened[0] != "ok":
+        return opened
+    with contextlib.closing(opened[1]) as pdf:
         count = len(pdf)
+        problem = _page_problem(count, numbers, max_pages)
+        if problem is not None:
+            return problem
         wanted = numbers if numbers is not None else list(range(1, count + 1))
-        if count == 0:
-            return ("error", "broken", "it has no pages")
-        if numbers is None and count > max_pages:
-            return ("error", "too_many", count)
-        if any(n > count for n in wanted):
-            return ("error", "no_such_page", count)
-        if len(wanted) > max_pages:
-            return ("error", "too_many", len(wanted))
         return ("ok", count, [_render_page(pdf[n - 1], n, max_pixels) for n in wanted])
-    finally:
-        pdf.close()
 
 
 def _render_page(page, number: int, max_pixels: int) -> tuple[int, bytes, int, int]:
@@ -150,10 +173,9 @@ class PdfRenderer:
         if len(data) > limits.max_bytes:
             raise ServiceError(ErrorKind.TOO_LARGE, f"The PDF is larger than the limit of {limits.max_bytes:,} bytes "
                                "(MEDIA_MAX_PDF_BYTES).")
-        loop = asyncio.get_running_loop()
         try:
-            job = loop.run_in_executor(self._workers(), _render, data, pages, max_pixels, max_pages)
-            outcome = await asyncio.wait_for(job, limits.render_timeout_s)
+            async with asyncio.timeout(limits.render_timeout_s):
+                outcome = await self._render_in_parts(data, pages, max_pixels, max_pages)
         except TimeoutError:
             self._discard_pool()
             raise ServiceError(ErrorKind.INVALID_PDF, f"The PDF could not be rendered within "
@@ -167,6 +189,28 @@ class PdfRenderer:
             raise ServiceError(ErrorKind.INVALID_PDF, f"The PDF could not be rendered ({type(exc).__name__}: "
                                f"{exc}).") from None
         return _unpacked(outcome, max_pages, why)
+
+    async def _render_in_parts(self, data: bytes, pages: list[int] | None, max_pixels: int, max_pages: int) -> tuple:
+        """The pages split over the workers (each renders a run of them), in page order."""
+        loop = asyncio.get_running_loop()
+        pool = self._workers()
+        if self.limits.workers == 1 or (pages is not None and len(pages) == 1):
+            return await loop.run_in_executor(pool, _render, data, pages, max_pixels, max_pages)
+        counted = await loop.run_in_executor(pool, _count, data)
+        if counted[0] != "ok":
+            return counted
+        count = counted[1]
+        problem = _page_problem(count, pages, max_pages)
+        if problem is not None:
+            return problem
+        wanted = pages if pages is not None else list(range(1, count + 1))
+        size = math.ceil(len(wanted) / self.limits.workers)
+        parts = await asyncio.gather(*(loop.run_in_executor(pool, _render, data, wanted[at:at + size], max_pixels,
+                                                            max_pages) for at in range(0, len(wanted), size)))
+        for part in parts:
+            if part[0] != "ok":
+                return part
+        return ("ok", count, [page for part in parts for page in part[2]])
 
     def close(self) -> None:
         self._discard_pool()
