@@ -33,6 +33,7 @@ class ScriptedUpstream:
         `max_tokens`, as a model that never stops early."""
         self.answer, self.model, self.hold, self.owned_by = answer, model, hold, owned_by
         self.uses_max_tokens = uses_max_tokens
+        self.hold_whole = False  # whole (not streamed) answers wait for /stand-in/release too
         self.requests: list[dict] = []
         self.sick = False
         self.released: asyncio.Event | None = None  # made on the server's own loop
@@ -55,6 +56,8 @@ class ScriptedUpstream:
         completion = body.get("max_tokens", 5) if self.uses_max_tokens else 5
         usage = {"prompt_tokens": 10, "completion_tokens": completion, "total_tokens": 10 + completion}
         if not body.get("stream"):
+            if self.hold_whole:
+                await self._released().wait()
             return web.json_response({
                 "id": "x", "object": "chat.completion", "created": 0, "model": self.model, "usage": usage,
                 "choices": [{"index": 0, "finish_reason": "stop",

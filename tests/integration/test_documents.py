@@ -172,3 +172,30 @@ def test_pages_shows_a_pdf_as_small_page_images(gateway):
     assert body["count"] == 3 and [p["page"] for p in body["pages"]] == [1, 2, 3]
     assert all(p["width"] * p["height"] <= 256 * 256 and p["image"].startswith("data:image/jpeg") for p in body["pages"])
     assert httpx.post(f"{gateway.url}/pages", json={"file": data_url(png(), "image/png")}).status_code == 415
+
+
+def test_a_client_that_leaves_cancels_the_pages_still_to_come(tmp_path):
+    """Six pages, two in flight, held at the engine; the client hangs up: no other page is sent."""
+    import socket
+
+    from ..waiting import eventually
+
+    held = ScriptedUpstream("Read it.").start()
+    held.hold_whole = True
+    server = ServerProcess({"UPSTREAM_BASE_URL": held.url, "MEDIA_PDF_PAGES_IN_FLIGHT": "2"}, tmp_path,
+                           "leaving").start()
+    try:
+        server.wait_healthy()
+        body = ('{"task": "caption", "image": "' + base64.b64encode(pdf([(300, 300)] * 6)).decode() + '"}').encode()
+        client = socket.create_connection(("127.0.0.1", server.port))
+        client.sendall(b"POST /analyze HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert eventually(lambda: len(held.requests) == 2)  # two pages at the engine, four waiting
+        client.close()
+        assert eventually(lambda: '"status": 499' in server.logs())
+        httpx.post(f"{held.url}/stand-in/release")
+        assert httpx.post(f"{server.url}/v1/chat/completions", timeout=30, json={
+            "model": "scripted", "messages": [{"role": "user", "content": "still there?"}]}).status_code == 200
+        assert len(held.requests) == 3  # the two held pages and the chat: no page after the client left
+    finally:
+        server.stop()

@@ -91,13 +91,18 @@ async def test_a_page_past_the_end_and_a_file_over_the_size_limit(renderer):
     assert big.value.status == 413 and "MEDIA_MAX_PDF_BYTES" in big.value.message
 
 
-async def test_a_worker_that_died_fails_its_request_and_the_next_one_works(renderer):
+async def test_a_worker_killed_mid_render_fails_its_request_and_the_next_one_works(renderer):
+    import asyncio
+
     await renderer.render(pdf(), None, BUDGET)  # the pool is up
-    for process in list(renderer._pool._processes.values()):
+    long = PdfLimits(max_pages=60, workers=1)
+    renderer.limits = long
+    rendering = asyncio.ensure_future(renderer.render(pdf([(1200, 1600)] * 60), None, BUDGET))
+    await asyncio.sleep(0)  # the job is handed to the worker
+    for process in list(renderer._pool._processes.values()):  # a crash in PDFium, as far as the pool can tell
         process.kill()
-        process.join()
     with pytest.raises(ServiceError) as failed:
-        await renderer.render(pdf(), None, BUDGET)
+        await rendering
     assert failed.value.status == 400 and "renderer failed" in failed.value.message
     count, _ = await renderer.render(pdf(), None, BUDGET)
     assert count == 1
