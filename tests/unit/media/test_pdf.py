@@ -121,3 +121,17 @@ async def test_a_render_past_its_time_is_stopped_and_the_next_one_works():
 
 def test_the_pdf_signature_may_follow_a_little_junk():
     assert is_pdf(b"%PDF-1.4") and is_pdf(b"\n\n%PDF-1.7") and not is_pdf(b"\x89PNG")
+
+
+async def test_a_text_page_is_rendered_with_its_text(renderer):
+    import io
+
+    from PIL import Image
+
+    from ...media_helpers import text_pdf
+
+    count, (page,) = await renderer.render(text_pdf(2), [2], BUDGET)
+    assert count == 2
+    ink = Image.open(io.BytesIO(page.jpeg)).convert("L").point(lambda v: 255 if v < 128 else 0)
+    assert ink.getbbox() is not None  # dark glyphs on the white page
+    assert sum(ink.histogram()[255:]) > 0.005 * page.width * page.height
