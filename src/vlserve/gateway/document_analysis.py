@@ -28,6 +28,9 @@ from vlserve.gateway.schemas import AnalyzeResponse, ImageSize, PageResult, Usag
 from vlserve.media.pdf import RenderedPage
 from vlserve.openai_types import JSONObject
 
+# A page's result, the model that answered it, and its error when it failed.
+Answer = tuple[PageResult, str | None, ServiceError | None]
+
 
 @dataclass
 class DocumentJob:
@@ -48,7 +51,7 @@ class DocumentJob:
     def __post_init__(self) -> None:
         self._turns = asyncio.Semaphore(self.pages_in_flight)
 
-    async def _read(self, page: RenderedPage) -> tuple[PageResult, str | None]:
+    async def _read(self, page: RenderedPage) -> Answer:
         async with self._turns:
             return await _page(self.inference, self.builder, self.ctx, page, spec=self.spec, model=self.model,
                                sampling=self.sampling, schema=self.schema)
@@ -59,7 +62,9 @@ class DocumentJob:
                 tasks = [group.create_task(self._read(page)) for page in self.rendered]
         except* ClientGone:
             raise ClientGone() from None
-        return self.response([task.result() for task in tasks])
+        answers = [task.result() for task in tasks]
+        _raise_if_none_read(answers)
+        return self.response(answers)
 
     async def events(self) -> AsyncIterator[bytes]:
         """SSE: each page as it is done (`{"page", "result", ...}`), then the whole answer,
@@ -67,18 +72,27 @@ class DocumentJob:
         tasks = [asyncio.ensure_future(self._read(page)) for page in self.rendered]
         try:
             for finished in asyncio.as_completed(tasks):
-                result, _ = await finished
+                try:
+                    result, _, _ = await finished
+                except ClientGone:  # the response's own listener ends the stream
+                    return
                 yield sse.frame(result.model_dump())
-            yield sse.frame(self.response([task.result() for task in tasks]).model_dump())
+            answers = [task.result() for task in tasks]
+            try:
+                _raise_if_none_read(answers)
+            except ServiceError as error:
+                yield error.sse_event()
+                return
+            yield sse.frame(self.response(answers).model_dump())
             yield sse.DONE
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def response(self, answers: list[tuple[PageResult, str | None]]) -> AnalyzeResponse:
-        results = [result for result, _ in answers]
-        answered_by = next((model_id for _, model_id in answers if model_id), self.model or "")
+    def response(self, answers: list[Answer]) -> AnalyzeResponse:
+        results = [result for result, _, _ in answers]
+        answered_by = next((model_id for _, model_id, _ in answers if model_id), self.model or "")
         done = [r for r in results if r.error is None]
         usage = Usage(prompt_tokens=sum(r.usage.prompt_tokens for r in results),
                       completion_tokens=sum(r.usage.completion_tokens for r in results),
@@ -101,22 +115,30 @@ async def document_job(inference: Inference, builder: RequestBuilder, ctx: CallC
 
 async def _page(inference: Inference, builder: RequestBuilder, ctx: CallContext, page: RenderedPage, *,
                 spec: TaskInput, model: str | None, sampling: JSONObject,
-                schema: JSONObject | None) -> tuple[PageResult, str | None]:
+                schema: JSONObject | None) -> Answer:
     error: ServiceError | None = None
-    for _ in range(2):  # a failed page is tried once more
+    for _ in range(2):  # a failed page is tried once more...
         try:
             image = await builder.page_image(page.jpeg)
             answer = await oneshot.analyze(inference, builder, ctx, spec=spec, images=[image], model=model,
                                            sampling=dict(sampling), schema=schema)
         except ServiceError as exc:
             error = exc
+            if exc.status in (429, 503):  # ...but not one refused for a limit or an engine away: not now
+                break
             continue
-        except ClientGone:
-            raise
         return PageResult(page=page.number, result=answer.result, text=answer.text, image=answer.image,
-                          usage=answer.usage), answer.model
+                          usage=answer.usage), answer.model, None
     assert error is not None
-    return PageResult(page=page.number, error=error.body()["error"]), None
+    return PageResult(page=page.number, error=error.body()["error"]), None, error
+
+
+def _raise_if_none_read(answers: list[Answer]) -> None:
+    """No page was read: the request failed, with the first page's error (its status, its
+    Retry-After), not a 200 full of failures."""
+    errors = [error for _, _, error in answers]
+    if errors and all(errors) and errors[0] is not None:
+        raise errors[0]
 
 
 def _marker(page: int) -> str:

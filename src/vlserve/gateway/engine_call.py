@@ -65,9 +65,9 @@ class Inference:
         entry = await _charge(request, ctx.ticket)
         try:
             result = await until_gone(self._admitted_answer(request, ctx.obs), ctx)
-        except BaseException:
-            _nothing_spent(ctx.ticket, entry)  # no answer: the reservation is given back
-            raise
+        except ServiceError:
+            _nothing_spent(ctx.ticket, entry)  # refused: the reservation is given back
+            raise  # (a client that left keeps its reservation: the engine worked until then)
         ctx.obs.add_usage(usage_from(result.get("usage")))
         if ctx.ticket is not None and entry is not None:
             ctx.ticket.spent(entry, *_tokens_used(usage_from(result.get("usage")), request, 0))
@@ -89,7 +89,7 @@ class Inference:
         entry = await _charge(request, ctx.ticket)
         try:
             stream = await until_gone(self._admitted_stream(request, ctx.obs), ctx)
-        except BaseException:
+        except ServiceError:
             _nothing_spent(ctx.ticket, entry)
             raise
         if ctx.obs.images_shrunk is not None:

@@ -19,6 +19,7 @@ import logging
 import math
 import multiprocessing
 import re
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -56,22 +57,28 @@ class RenderedPage:
     height: int
 
 
+MAX_PAGE_NUMBER = 100_000  # no PDF this server reads has more pages; a larger number is a mistake
+MAX_PAGES_SPEC = 1000      # characters of a `pages` value
+
+
 def parse_pages(spec: str | None) -> list[int] | None:
     """ "1-3,7" -> [1, 2, 3, 7] (in the order given, without repeats); None: every page."""
     if spec is None or not spec.strip():
         return None
-    if not _PAGES.match(spec):
-        raise ServiceError(ErrorKind.BAD_REQUEST, f"pages must be page numbers and ranges such as \"1-3,7\", "
-                           f"not {spec!r}.", param="pages")
-    numbers: list[int] = []
+    if len(spec) > MAX_PAGES_SPEC or not _PAGES.match(spec):
+        raise ServiceError(ErrorKind.BAD_REQUEST, "pages must be page numbers and ranges such as \"1-3,7\" "
+                           f"(at most {MAX_PAGES_SPEC} characters).", param="pages")
+    numbers: dict[int, None] = {}  # ordered, and a repeat costs nothing
     for item in spec.split(","):
         first, _, last = item.partition("-")
         start, end = int(first), int(last or first)
-        if start < 1 or end < start:
-            raise ServiceError(ErrorKind.BAD_REQUEST, f"pages: {item.strip()!r} is not a range of pages from 1 on.",
-                               param="pages")
-        numbers += [n for n in range(start, end + 1) if n not in numbers]
-    return numbers
+        if start < 1 or end < start or end > MAX_PAGE_NUMBER:
+            raise ServiceError(ErrorKind.BAD_REQUEST, f"pages: {item.strip()!r} is not a range of pages from 1 to "
+                               f"{MAX_PAGE_NUMBER:,}.", param="pages")
+        numbers.update(dict.fromkeys(range(start, end + 1)))
+        if len(numbers) > MAX_PAGE_NUMBER:
+            break
+    return list(numbers)
 
 
 # --- in the worker process ---------------------------------------------------------------
@@ -142,10 +149,18 @@ def _render_page(page, number: int, max_pixels: int) -> tuple[int, bytes, int, i
 
 # --- in the gateway ------------------------------------------------------------------------
 
+class _PoolBroken(Exception):
+    """A job's pool died under it (its worker crashed or was killed)."""
+
+
 class PdfRenderer:
+    """The worker pool, and a job per worker at a time: a job's time limit starts when a
+    worker takes it, never while it waits for one."""
+
     def __init__(self, limits: PdfLimits) -> None:
         self.limits = limits
         self._pool: ProcessPoolExecutor | None = None
+        self._slots: asyncio.Semaphore | None = None  # made on the running loop
 
     def _workers(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -154,14 +169,28 @@ class PdfRenderer:
                                              initializer=_limit_worker, initargs=(self.limits.worker_memory_bytes,))
         return self._pool
 
-    def _discard_pool(self) -> None:
-        """Kill the workers (one may be stuck in PDFium) and start afresh next time."""
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Kill a pool's workers (one may be stuck in PDFium); the next job makes a new pool."""
+        if self._pool is pool:
+            self._pool = None
         for process in list(getattr(pool, "_processes", {}).values()):  # no public way to stop a running task
             process.kill()
         pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, fn: Callable[..., tuple], *args: object) -> tuple:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limits.workers)
+        async with self._slots:
+            pool = self._workers()
+            try:
+                job = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+                return await asyncio.wait_for(job, self.limits.render_timeout_s)
+            except TimeoutError:
+                self._discard(pool)
+                raise
+            except BrokenProcessPool:
+                self._discard(pool)
+                raise _PoolBroken() from None
 
     async def render(self, data: bytes, pages: list[int] | None, max_pixels: int, max_pages: int | None = None,
                      why: str = "") -> tuple[int, list[RenderedPage]]:
@@ -173,30 +202,29 @@ class PdfRenderer:
         if len(data) > limits.max_bytes:
             raise ServiceError(ErrorKind.TOO_LARGE, f"The PDF is larger than the limit of {limits.max_bytes:,} bytes "
                                "(MEDIA_MAX_PDF_BYTES).")
-        try:
-            async with asyncio.timeout(limits.render_timeout_s):
+        for attempt in range(2):  # a pool that another file broke is not this file's fault: once more
+            try:
                 outcome = await self._render_in_parts(data, pages, max_pixels, max_pages)
-        except TimeoutError:
-            self._discard_pool()
-            raise ServiceError(ErrorKind.INVALID_PDF, f"The PDF could not be rendered within "
-                               f"{limits.render_timeout_s:g} s (MEDIA_PDF_RENDER_TIMEOUT_S).") from None
-        except BrokenProcessPool:
-            self._discard_pool()
-            log.warning("a PDF renderer worker died; the pool is made anew")
-            raise ServiceError(ErrorKind.INVALID_PDF, "The PDF could not be rendered: its renderer failed on it "
-                               "(a broken or hostile file, or one over MEDIA_PDF_WORKER_MEMORY_BYTES).") from None
-        except Exception as exc:  # raised in the worker: a page PDFium could not render, memory over its limit
-            raise ServiceError(ErrorKind.INVALID_PDF, f"The PDF could not be rendered ({type(exc).__name__}: "
-                               f"{exc}).") from None
-        return _unpacked(outcome, max_pages, why)
+            except TimeoutError:
+                raise ServiceError(ErrorKind.INVALID_PDF, f"The PDF could not be rendered within "
+                                   f"{limits.render_timeout_s:g} s (MEDIA_PDF_RENDER_TIMEOUT_S).") from None
+            except _PoolBroken:
+                log.warning("a PDF renderer worker died; the pool is made anew")
+                if attempt == 0:
+                    continue
+                raise ServiceError(ErrorKind.INVALID_PDF, "The PDF could not be rendered: its renderer failed on it "
+                                   "(a broken or hostile file, or one over MEDIA_PDF_WORKER_MEMORY_BYTES).") from None
+            except Exception as exc:  # raised in the worker: a page PDFium could not render, memory over its limit
+                raise ServiceError(ErrorKind.INVALID_PDF, f"The PDF could not be rendered ({type(exc).__name__}: "
+                                   f"{exc}).") from None
+            return _unpacked(outcome, max_pages, why)
+        raise AssertionError("unreachable")
 
     async def _render_in_parts(self, data: bytes, pages: list[int] | None, max_pixels: int, max_pages: int) -> tuple:
         """The pages split over the workers (each renders a run of them), in page order."""
-        loop = asyncio.get_running_loop()
-        pool = self._workers()
         if self.limits.workers == 1 or (pages is not None and len(pages) == 1):
-            return await loop.run_in_executor(pool, _render, data, pages, max_pixels, max_pages)
-        counted = await loop.run_in_executor(pool, _count, data)
+            return await self._run(_render, data, pages, max_pixels, max_pages)
+        counted = await self._run(_count, data)
         if counted[0] != "ok":
             return counted
         count = counted[1]
@@ -205,15 +233,16 @@ class PdfRenderer:
             return problem
         wanted = pages if pages is not None else list(range(1, count + 1))
         size = math.ceil(len(wanted) / self.limits.workers)
-        parts = await asyncio.gather(*(loop.run_in_executor(pool, _render, data, wanted[at:at + size], max_pixels,
-                                                            max_pages) for at in range(0, len(wanted), size)))
+        parts = await asyncio.gather(*(self._run(_render, data, wanted[at:at + size], max_pixels, max_pages)
+                                       for at in range(0, len(wanted), size)))
         for part in parts:
             if part[0] != "ok":
                 return part
         return ("ok", count, [page for part in parts for page in part[2]])
 
     def close(self) -> None:
-        self._discard_pool()
+        if self._pool is not None:
+            self._discard(self._pool)
 
 
 def _unpacked(outcome: tuple, max_pages: int, why: str) -> tuple[int, list[RenderedPage]]:

@@ -43,9 +43,9 @@ def make_engine(settings: Settings) -> Engine:
 
 
 def make_quota(settings: Settings) -> Quota:
-    # A place in flight is leased for as long as a request may last, so a gateway that
-    # died mid-request holds its key's places no longer than that.
-    lease_s = settings.upstream_timeout_s + settings.drain_timeout_s + 60
+    # A place in flight is leased for longer than a request may last (a long PDF's pages go
+    # in rounds), so a gateway that died mid-request holds its key's places no longer.
+    lease_s = max(2 * 3600.0, 4 * settings.upstream_timeout_s)
     return Quota(settings.usage_file, settings.redis_url, settings.redis_timeout_s, settings.limits_on_store_error,
                  lease_s)
 

@@ -19,8 +19,9 @@ from vlserve.server.error_handlers import CLIENT_CLOSED_REQUEST, json_error
 from vlserve.tenancy.limits import WindowState
 from vlserve.tenancy.quota import ANONYMOUS_CALLER, Quota, Ticket
 
+# Routes that use the engine, or the PDF workers (/pages): limited and counted per key.
 ENGINE_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/infer", "/infer/upload",
-                           "/analyze", "/analyze/upload"})
+                           "/analyze", "/analyze/upload", "/pages"})
 
 RATE_LIMIT_HEADERS = [f"x-ratelimit-{what}-{unit}" for unit in ("requests", "tokens")
                       for what in ("limit", "remaining", "reset")]

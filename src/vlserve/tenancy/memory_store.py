@@ -144,7 +144,9 @@ class MemoryLimits:
     async def settle(self, ticket: str, subjects: list[Subject], tokens: dict[str, int], release: bool) -> None:
         """Reservations down to what was used; the place in flight given back."""
         for subject in subjects:
-            window = self._windows[subject.store_id]
+            window = self._windows.get(subject.store_id)
+            if window is None:  # admitted by Redis: nothing here
+                continue
             for entry, used in tokens.items():
                 if entry in window.tokens:
                     at, reserved = window.tokens[entry]

@@ -23,7 +23,9 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.tenancy.keys import ANONYMOUS, ApiKey
@@ -33,6 +35,11 @@ from vlserve.tenancy.redis_store import RedisStore, Settle
 from vlserve.tenancy.usage import UsageCounts, UsageDelta, UsageFile, UsageKey, delta_for, merge
 
 log = logging.getLogger("vlserve.limits")
+
+# Redis out of reach (down, slow): limits fall back (or refuse) until it answers again. Any
+# other RedisError is a refused command (a script's limit, memory full): that request's
+# problem, not an outage for every tenant.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 RETRY_STORE_AFTER_S = 1.0  # while Redis is unreachable, requests don't each wait for its timeout
 SAY_STORE_DOWN_EVERY_S = 60.0
@@ -77,6 +84,8 @@ class LimitsUnavailable(ServiceError):
 def refused(refusal: Refusal) -> ServiceError:
     """OpenAI's 429: Retry-After (whole seconds, rounded up) and retry-after-ms, which the
     openai SDK's retry reads first, and the x-ratelimit-* trio of the limit that refused."""
+    if refusal.too_big:  # waiting cannot help: not a 429 a client's retry would repeat
+        return ServiceError(ErrorKind.BAD_REQUEST, refusal.message(), extra={"limit": refusal.kind.label})
     kind = ErrorKind.QUOTA_EXCEEDED if refusal.kind is LimitKind.IMAGES else ErrorKind.RATE_LIMITED
     retry_ms = max(1, math.ceil(refusal.retry_after_s * 1000))
     headers = {"Retry-After": str(math.ceil(retry_ms / 1000)), "retry-after-ms": str(retry_ms)}
@@ -143,9 +152,11 @@ class Quota:
             self._sending, self._pending = self._pending[:SETTLE_BATCH], self._pending[SETTLE_BATCH:]
             try:
                 await self.shared.settle_many(self._sending)
-            except (RedisError, OSError) as exc:
+            except UNREACHABLE as exc:
                 self._pending = self._sending + self._pending  # kept, in order, for when Redis is back
                 self._store_failed(exc)
+            except RedisError as exc:  # refused, not unreachable: sending it again would not help
+                log.error("Redis refused %d settles (%s); their usage is not recorded", len(self._sending), exc)
             finally:
                 self._sending = []
 
@@ -154,8 +165,10 @@ class Quota:
             if self._store_usable():
                 try:
                     verdict = await self.shared.check(ticket, entry, subjects, charge, self.lease_s)
-                except (RedisError, OSError) as exc:
+                except UNREACHABLE as exc:
                     self._store_failed(exc)
+                except RedisError as exc:  # this check refused (a script's limit): this request alone
+                    log.error("Redis refused a limit check (%s); this request is checked as Redis is away", exc)
                 else:
                     self._store_back()
                     return verdict
@@ -179,8 +192,11 @@ class Quota:
             return await self.usage_file.rows(start, end)
         try:
             rows = await self.shared.usage_rows(start, end)
-        except (RedisError, OSError) as exc:
+        except UNREACHABLE as exc:
             self._store_failed(exc)
+            raise LimitsUnavailable() from None
+        except RedisError as exc:
+            log.error("Redis refused to read usage: %s", exc)
             raise LimitsUnavailable() from None
         waiting = merge(args[4] for args in [*self._sending, *self._pending] if args[4] is not None)
         for where, counts in waiting.items():
@@ -229,8 +245,10 @@ class Ticket:
         """At the door: a request, and a place in flight. Raises the 429 (or 503)."""
         if not any(subject.limits.per_request for subject in self.subjects):
             return
-        await self._take("", Charge(request=True))
+        # Released at the end whatever the check's fate: a check that reached Redis but whose
+        # answer was lost may hold a place (giving back one it does not hold changes nothing).
         self._admitted = True
+        await self._take("", Charge(request=True))
 
     async def reserve(self, tokens: int, images: int) -> str:
         """Before an engine call: its token bound and its images. Returns the call's name."""

@@ -49,8 +49,11 @@ for i = 0, n - 1 do
   local old = redis.call('ZRANGEBYSCORE', tok, '-inf', now - WINDOW)
   if #old > 0 then
     local freed = 0
-    for _, v in ipairs(redis.call('HMGET', amt, unpack(old))) do freed = freed + (tonumber(v) or 0) end
-    redis.call('HDEL', amt, unpack(old))
+    for from = 1, #old, 1000 do  -- unpack() has a limit (~8,000): in runs of 1,000
+      local run = {unpack(old, from, math.min(from + 999, #old))}
+      for _, v in ipairs(redis.call('HMGET', amt, unpack(run))) do freed = freed + (tonumber(v) or 0) end
+      redis.call('HDEL', amt, unpack(run))
+    end
     redis.call('HINCRBY', amt, '_sum', -freed)
     redis.call('ZREMRANGEBYSCORE', tok, '-inf', now - WINDOW)
   end
@@ -123,11 +126,14 @@ end
 return out
 """
 
-# KEYS: per subject tok, amt, run; then the usage hash (or none). ARGV: ticket, release
-# (0/1), number of entries, entries as (entry, tokens used), then usage as (field, n).
+# KEYS: per subject tok, amt, run; then the usage hash (or none); last, the ticket's
+# "settled" mark. ARGV: ticket, release (0/1), number of entries, entries as (entry,
+# tokens used), then usage as (field, n). A settle sent twice (its answer lost, so sent
+# again) is applied once: the mark says it was.
 _SETTLE = """
+if redis.call('SET', KEYS[#KEYS], 1, 'NX', 'EX', 86400) == false then return 0 end
 local ticket, release, entries = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
-local subjects = math.floor(#KEYS / 3)
+local subjects = math.floor((#KEYS - 1) / 3)
 for i = 0, subjects - 1 do
   local amt, run = KEYS[i*3+2], KEYS[i*3+3]
   for e = 0, entries - 1 do
@@ -140,8 +146,8 @@ for i = 0, subjects - 1 do
   end
   if release then redis.call('ZREM', run, ticket) end
 end
-if #KEYS % 3 == 1 then
-  local usage = KEYS[#KEYS]
+if (#KEYS - 1) % 3 == 1 then
+  local usage = KEYS[#KEYS - 1]
   for u = 4 + entries * 2, #ARGV, 2 do redis.call('HINCRBY', usage, ARGV[u], ARGV[u + 1]) end
 end
 return 1
@@ -180,6 +186,7 @@ def _settle_call(ticket: str, subjects: list[Subject], tokens: dict[str, int], r
         for name in COUNT_FIELDS:
             if getattr(usage.counts, name):
                 args += [prefix + name, getattr(usage.counts, name)]
+    keys.append(f"vlserve:settled:{ticket}")
     return keys, args
 
 

@@ -162,7 +162,8 @@ async def _request(client: httpx.AsyncClient, job: BatchJob, sources: tuple[str,
 
 
 def _page_of(piece: str) -> tuple[str, int | None]:
-    match = _PAGE.match(piece)
+    """A local PDF's page as work ("a.pdf#page=3"); a URL is never one (its fragment is its own)."""
+    match = None if is_url(piece) else _PAGE.match(piece)
     return (match["path"], int(match["page"])) if match else (piece, None)
 
 

@@ -91,21 +91,30 @@ async def test_a_page_past_the_end_and_a_file_over_the_size_limit(renderer):
     assert big.value.status == 413 and "MEDIA_MAX_PDF_BYTES" in big.value.message
 
 
-async def test_a_worker_killed_mid_render_fails_its_request_and_the_next_one_works(renderer):
+async def test_a_worker_killed_mid_render_costs_a_retry_not_the_request(renderer):
+    """A pool can die of another file: a render it took down is tried once more, on a new pool."""
     import asyncio
 
+    renderer.limits = PdfLimits(max_pages=60, workers=1)
     await renderer.render(pdf(), None, BUDGET)  # the pool is up
-    long = PdfLimits(max_pages=60, workers=1)
-    renderer.limits = long
-    rendering = asyncio.ensure_future(renderer.render(pdf([(1200, 1600)] * 60), None, BUDGET))
+    rendering = asyncio.ensure_future(renderer.render(pdf([(1200, 1600)] * 20), None, BUDGET))
     await asyncio.sleep(0)  # the job is handed to the worker
-    for process in list(renderer._pool._processes.values()):  # a crash in PDFium, as far as the pool can tell
+    for process in list(renderer._pool._processes.values()):
         process.kill()
-    with pytest.raises(ServiceError) as failed:
-        await rendering
-    assert failed.value.status == 400 and "renderer failed" in failed.value.message
-    count, _ = await renderer.render(pdf(), None, BUDGET)
-    assert count == 1
+    count, pages = await rendering
+    assert count == 20 and len(pages) == 20
+
+
+async def test_a_file_over_the_worker_memory_fails_alone():
+    small = PdfRenderer(PdfLimits(workers=1, worker_memory_bytes=400 * 1024 * 1024))
+    try:
+        with pytest.raises(ServiceError) as failed:  # 60 MP of RGBA is 240 MB, and its RGB copy more
+            await small.render(pdf([(100, 100)], media_box={0: (3000, 3000)}), None, 60_000_000)
+        assert failed.value.status == 400 and "MemoryError" in failed.value.message
+        count, _ = await small.render(pdf(), None, BUDGET)  # the next file is rendered as usual
+        assert count == 1
+    finally:
+        small.close()
 
 
 async def test_a_render_past_its_time_is_stopped_and_the_next_one_works():

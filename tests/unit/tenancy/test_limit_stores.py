@@ -144,9 +144,10 @@ async def test_a_place_a_dead_gateway_never_gave_back_ends_with_its_lease():
 
 async def test_redis_usage_rows_add_up_per_key_user_model_and_day(redis_url):
     store = RedisStore(redis_url, timeout_s=2)
-    for status in (200, 200, 429, 502):
-        await store.settle("t", [], {}, False, delta_for("team", "alice", "m", status, 10, 5, 1))
-    await store.settle("t", [], {}, False, delta_for("team", None, "m", 200, 1, 1, 0))
+    for n, status in enumerate((200, 200, 429, 502)):
+        await store.settle(f"t{n}", [], {}, False, delta_for("team", "alice", "m", status, 10, 5, 1))
+    await store.settle("t4", [], {}, False, delta_for("team", None, "m", 200, 1, 1, 0))
+    await store.settle("t4", [], {}, False, delta_for("team", None, "m", 200, 1, 1, 0))  # sent twice: once
     today = datetime.now(UTC).date()
     rows = await store.usage_rows(today, today)
     await store.close()
@@ -193,3 +194,20 @@ async def test_a_usage_file_that_cannot_be_written_leaves_usage_in_memory(tmp_pa
     today = datetime.now(UTC).date()
     assert sum(c.requests for c in (await usage.rows(today, today)).values()) == 1
     assert "kept in memory only" in caplog.text
+
+
+async def test_redis_trims_a_window_of_many_thousand_reservations(redis_url):
+    """Lua's unpack() stops at ~8,000 values: a window that empties at once is trimmed in runs."""
+    import redis.asyncio as aioredis
+
+    subject = key(tokens_per_minute=10**9)
+    raw = aioredis.Redis.from_url(redis_url)
+    entries = {f"old:{n}": 1 for n in range(12_000)}  # reserved long ago: all out of the window
+    await raw.zadd("vlserve:lim:team:tok", entries)
+    await raw.hset("vlserve:lim:team:amt", mapping={**entries, "_sum": 12_000})
+    store = RedisStore(redis_url, timeout_s=5)
+    verdict = await take(store, subject, Charge(tokens=5), entry="new")
+    assert verdict.admitted and verdict.windows.tokens_remaining == 10**9 - 5
+    assert await raw.zcard("vlserve:lim:team:tok") == 1
+    await store.close()
+    await raw.aclose()
