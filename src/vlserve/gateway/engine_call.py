@@ -154,7 +154,7 @@ async def _charge(request: EngineRequest, ticket: Ticket | None) -> str | None:
         raise ServiceError(ErrorKind.MODEL_NOT_ALLOWED, f"The key {ticket.caller.key.name!r} may not use the "
                            f"model {request.model!r}; it may use: {allowed}.", param="model")
     ticket.model = request.model
-    return await ticket.reserve(request.token_bound or 0, request.visuals)
+    return await ticket.reserve(request.token_bound or 0, request.visuals, request.image_ids)
 
 
 def prompt_holds(request: EngineRequest) -> str:

@@ -233,6 +233,7 @@ class Ticket:
     _reserved: dict[str, int] = field(default_factory=dict)  # engine call -> tokens reserved
     _used: dict[str, tuple[int, int]] = field(default_factory=dict)  # engine call -> (prompt, completion)
     _calls: itertools.count = field(default_factory=itertools.count)
+    _images_sent: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.subjects = self.caller.subjects()
@@ -250,13 +251,17 @@ class Ticket:
         self._admitted = True
         await self._take("", Charge(request=True))
 
-    async def reserve(self, tokens: int, images: int) -> str:
-        """Before an engine call: its token bound and its images. Returns the call's name."""
+    async def reserve(self, tokens: int, images: int, image_ids: tuple[str, ...] = ()) -> str:
+        """Before an engine call: its token bound and its images (an image this request
+        already sent, named by its content id, is not counted again: an extraction's repair
+        turn, a page tried once more). Returns the call's name."""
         entry = f"{self.id}:{next(self._calls)}"
+        images -= sum(1 for image in image_ids if image in self._images_sent)
         if any(s.limits.tokens_per_minute or s.limits.images_per_day is not None for s in self.subjects):
             await self._take(entry, Charge(tokens=tokens, images=images))
             self._reserved[entry] = tokens
         self.images += images  # sent to the engine: counted in usage
+        self._images_sent.update(image_ids)
         return entry
 
     def spent(self, entry: str, prompt_tokens: int, completion_tokens: int) -> None:

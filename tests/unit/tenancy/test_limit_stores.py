@@ -211,3 +211,16 @@ async def test_redis_trims_a_window_of_many_thousand_reservations(redis_url):
     assert await raw.zcard("vlserve:lim:team:tok") == 1
     await store.close()
     await raw.aclose()
+
+
+async def test_an_image_a_request_sends_again_is_counted_once():
+    """An extraction's repair turn, or a PDF page tried once more, sends the same image again."""
+    from vlserve.tenancy.keys import ApiKey
+    from vlserve.tenancy.quota import Caller, Quota
+
+    quota = Quota(None)
+    ticket = quota.ticket(Caller(ApiKey("photos", "x", Limits(images_per_day=3))))
+    await ticket.reserve(10, 2, ("a", "b"))
+    await ticket.reserve(10, 2, ("a", "b"))  # the repair turn: the same two images
+    await ticket.reserve(10, 1, ("c",))
+    assert ticket.images == 3
