@@ -141,7 +141,8 @@ def test_structured_output_through_text_format(gateway):
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
      "input[0].content[0].file_id"),
-    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_data": "x"}]}]}, "input[0].content[0].type"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]},
+     "input[0].content[0].file_data"),  # a PDF is read inline (file_data); there is no file storage
     ({"reasoning": {"effort": "high"}}, "reasoning.effort"),
     ({"background": True}, "background"),
     ({"include": ["file_search_call.results"]}, "include"),
