@@ -28,13 +28,13 @@ for _ in $(seq 1 240); do
     sleep 0.5
 done
 curl -fsS "$url/health" >/dev/null || { cat "$work/engine.log" "$work/gateway.log"; exit 1; }
-curl -fsS "$url/" | grep -q '<html lang="en">'
+curl -fsS "$url/" | grep '<html lang="en">' >/dev/null  # grep -q would close the pipe under curl (pipefail: 23)
 curl -fsS "$url/playground/app.js" >/dev/null
 curl -fsS "$url/playground/vendor/purify.min.js" >/dev/null
-curl -fsS "$url/docs" | grep -q 'swagger'
+curl -fsS "$url/docs" | grep 'swagger' >/dev/null
 curl -fsS "$url/v1/chat/completions" -H 'Content-Type: application/json' \
     -d '{"model": "qwen3-vl-tiny-random", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}' \
-    | grep -q '"chat.completion"'
+    | grep '"chat.completion"' >/dev/null
 "$work/venv/bin/python" -c 'from importlib.resources import files
 assert "im_start" in files("vlserve.engines.local").joinpath("qwen3_vl_chat_template.jinja").read_text()'
 echo "wheel: installed without extras, served /, /health, /docs, the playground assets and a chat completion"
