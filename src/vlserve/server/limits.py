@@ -17,7 +17,7 @@ from vlserve.errors import ServiceError
 from vlserve.gateway.observation import Observation
 from vlserve.server.error_handlers import CLIENT_CLOSED_REQUEST, json_error
 from vlserve.tenancy.limits import WindowState
-from vlserve.tenancy.quota import ANONYMOUS_CALLER, Quota, Ticket
+from vlserve.tenancy.quota import ANONYMOUS_CALLER, Quota
 
 # Routes that use the engine, or the PDF workers (/pages): limited and counted per key.
 ENGINE_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/infer", "/infer/upload",
@@ -87,7 +87,3 @@ class LimitsGate:
         finally:
             obs: Observation | None = state.get("observation")
             await ticket.finish(CLIENT_CLOSED_REQUEST if obs is not None and obs.client_left else status)
-
-
-def ticket_of(scope: Scope) -> Ticket | None:
-    return scope.get("state", {}).get("ticket")
