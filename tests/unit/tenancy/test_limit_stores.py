@@ -6,6 +6,7 @@ rest run on both stores.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -58,6 +59,32 @@ async def test_requests_per_minute_admits_the_limit_then_refuses_with_when(store
     assert refused is not None and refused.kind is LimitKind.REQUESTS and refused.limit == 3
     assert 0 < refused.retry_after_s <= 60
     assert "Limit of 3 requests per minute reached for key 'team'" in refused.message()
+
+
+async def test_checks_asked_at_once_are_each_exact(store):
+    """Redis gets the checks of one event-loop round in one round trip: still one at a time
+    inside it, so a burst is admitted up to the limit and not one more."""
+    subject = key(requests_per_minute=10, max_concurrent=12)
+    verdicts = await asyncio.gather(*(take(store, subject, REQUEST, ticket=f"b{n}") for n in range(30)))
+    assert sum(verdict.admitted for verdict in verdicts) == 10
+    assert sorted(v.windows.requests_remaining for v in verdicts if v.admitted) == list(range(10))
+    assert {v.refusal.kind for v in verdicts if not v.admitted} == {LimitKind.REQUESTS}
+
+
+async def test_redis_loads_its_scripts_again_when_it_forgot_them(redis_url):
+    """A Redis restarted (or SCRIPT FLUSH) knows no scripts: checks and settles load them."""
+    import redis.asyncio as aioredis
+
+    store, raw = RedisStore(redis_url, timeout_s=5), aioredis.Redis.from_url(redis_url)
+    subject = key(requests_per_minute=5, max_concurrent=1)
+    assert (await take(store, subject, REQUEST, ticket="a")).admitted
+    await raw.script_flush()
+    await store.settle("a", [subject], {}, True)
+    await raw.script_flush()
+    verdict = await take(store, subject, REQUEST, ticket="b")
+    assert verdict.admitted and verdict.windows.requests_remaining == 3  # "a" gave its place back
+    await store.close()
+    await raw.aclose()
 
 
 async def test_a_check_is_all_or_nothing_across_key_and_user(store):
