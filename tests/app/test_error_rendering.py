@@ -57,6 +57,17 @@ async def test_a_body_over_the_limit_is_a_413_naming_it(app_client):
     assert "2048" in error["message"] or "MAX_REQUEST_BYTES" in error["message"]
 
 
+async def test_a_body_over_the_limit_found_while_reading_is_a_413_too(app_client):
+    async def chunked():  # no Content-Length: the cap is found while the body is read
+        yield b'{"model": "scripted", "messages": [{"role": "user", "content": "'
+        yield b"x" * 4096 + b'"}]}'
+
+    async with app_client(MAX_REQUEST_BYTES="2048") as client:
+        for path in ("/v1/chat/completions", "/v1/completions"):
+            error = envelope(await client.post(path, content=chunked()), 413, "payload_too_large")
+            assert "MAX_REQUEST_BYTES" in error["message"]
+
+
 async def test_a_key_is_needed_where_keys_are_set_and_ops_stay_open(app_client):
     async with app_client(API_KEYS="sk-right") as client:
         envelope(await client.post("/v1/chat/completions", json=CHAT), 401, "invalid_api_key")

@@ -1,11 +1,13 @@
 """What one request's log line and metrics will say; routes and the engine-call path fill it in.
 
 Plain data, no framework: the Observe middleware (observability.py) creates one per
-request and reads it when the response is done.
+request, is the one layer that sees the response's messages (it notes the status and adds
+the headers), and reads it when the response is done.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vlserve.openai_types import Usage
@@ -20,6 +22,10 @@ class Observation:
     images_shrunk: float | None = None  # the share of pixels the images kept on a retry smaller
     client_left: bool = False  # the client went away before the answer was over (logged as 499)
     extra: dict[str, str | int | None] = field(default_factory=dict)  # route-specific fields of the log line
+    status: int = 500  # the status the response started with (500 until then)
+    # Headers added to the response as it starts, made then: a key's x-ratelimit-*
+    # (server/limits.py) are known only once its checks have run.
+    more_headers: Callable[[], list[tuple[bytes, bytes]]] | None = None
 
     def add_usage(self, usage: Usage | None) -> None:
         if usage is not None:

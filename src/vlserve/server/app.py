@@ -23,6 +23,7 @@ from vlserve.server.auth import ApiKeyAuth
 from vlserve.server.body_limit import BodySizeLimit
 from vlserve.server.error_handlers import install_error_handlers
 from vlserve.server.gpu import GpuMonitor
+from vlserve.server.hot_routes import HotRoutes
 from vlserve.server.limits import RATE_LIMIT_HEADERS, LimitsGate
 from vlserve.server.observability import IMAGES_SHRUNK_HEADER, Metrics, Observe
 from vlserve.server.routes import admin, documents, openai, ops, pages, simple
@@ -114,7 +115,9 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
 
 
 def _add_middleware(app: FastAPI, settings: Settings, keys: KeySource, quota: Quota, metrics: Metrics) -> None:
-    """Outermost last: Observe, CORS, the key check, the body cap, then the key's limits."""
+    """Outermost last: Observe, CORS, the key check, the body cap, the key's limits, then
+    the hot routes, which serve chat completions without FastAPI's routing."""
+    app.add_middleware(HotRoutes, handlers={"/v1/chat/completions": openai.answer_chat})
     app.add_middleware(LimitsGate, quota=quota, aliases=lambda: app.state.vlserve.catalog.aliases())
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(ApiKeyAuth, keys=keys, open_ops=settings.auth_open_ops)

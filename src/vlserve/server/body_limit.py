@@ -23,7 +23,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await json_error(ServiceError(ErrorKind.TOO_LARGE, self._message()))(scope, receive, send)
             return

@@ -18,7 +18,6 @@ from vlserve.server.observability import CLIENT_CLOSED_REQUEST
 log = logging.getLogger("vlserve.errors")
 
 
-
 def json_error(exc: ServiceError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
@@ -42,33 +41,32 @@ def _describe_validation(exc: RequestValidationError) -> tuple[ErrorKind, str, s
     return ErrorKind.BAD_REQUEST, "Invalid request: " + "; ".join(parts), param
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+def error_response_for(exc: Exception, method: str, path: str) -> Response:
+    """The response for an exception a request ended in: FastAPI's handlers below and the
+    hot routes (hot_routes.py) both answer with this, so every route fails alike."""
+    if isinstance(exc, ServiceError):
         return json_error(exc)
-
-    @app.exception_handler(ClientGone)
-    async def _client_gone(_: Request, exc: ClientGone) -> Response:
+    if isinstance(exc, ClientGone):
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    if isinstance(exc, RequestValidationError):
         kind, message, param = _describe_validation(exc)
         return error_response(kind, message, param=param)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc, StarletteHTTPException):
         if exc.status_code == 404:
-            return error_response(ErrorKind.ROUTE_NOT_FOUND, f"No route {request.url.path}.")
+            return error_response(ErrorKind.ROUTE_NOT_FOUND, f"No route {path}.")
         if exc.status_code == 405:
-            return error_response(ErrorKind.METHOD_NOT_ALLOWED,
-                                  f"{request.method} is not allowed on {request.url.path}.")
+            return error_response(ErrorKind.METHOD_NOT_ALLOWED, f"{method} is not allowed on {path}.")
         if exc.status_code == 413:
             return error_response(ErrorKind.TOO_LARGE, str(exc.detail))
         kind = ErrorKind.BAD_REQUEST if exc.status_code < 500 else ErrorKind.INTERNAL
         return error_response(kind, str(exc.detail), status=exc.status_code)
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return error_response(ErrorKind.INTERNAL, "Internal error; it has been logged.")
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(ErrorKind.INTERNAL, "Internal error; it has been logged.")
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def handle(request: Request, exc: Exception) -> Response:
+        return error_response_for(exc, request.method, request.url.path)
+
+    for kind in (ServiceError, ClientGone, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, handle)

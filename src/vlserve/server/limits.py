@@ -2,16 +2,18 @@
 
 For a request to an engine route it makes the request's `Ticket` (tenancy/quota.py),
 admits it before the body is read (requests per minute, places in flight: a refused
-client costs no parsing and no image work), adds OpenAI's `x-ratelimit-*` headers to the
-answer of a key with limits, and when the response is over settles the ticket with the
-status the log says (499 for a client that left) and the tokens used.
+client costs no parsing and no image work), has OpenAI's `x-ratelimit-*` headers added to
+the answer of a key with limits (by Observe, the one layer that touches the response's
+messages: a second wrapper of `send` would cost every streamed chunk), and when the
+response is over settles the ticket with the status the log says (499 for a client that
+left) and the tokens used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vlserve.errors import ServiceError
 from vlserve.gateway.observation import Observation
@@ -60,30 +62,20 @@ class LimitsGate:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
+        obs: Observation = state.setdefault("observation", Observation("-"))
         ticket = self.quota.ticket(state.get("caller", ANONYMOUS_CALLER))
         if ticket.caller.key.models is not None:
             ticket.aliases = self.aliases()
         state["ticket"] = ticket
-        status = 500
-
-        async def send_with_limits(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if ticket.windows is not None:
-                    given = {name for name, _ in message.get("headers", [])}
-                    extra = [h for h in window_headers(ticket.windows) if h[0] not in given]
-                    message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
+        if ticket.limited:  # the headers say what is left once the checks have run
+            obs.more_headers = lambda: window_headers(ticket.windows) if ticket.windows is not None else []
         try:
             await ticket.admit()
         except ServiceError as refusal:
-            await json_error(refusal)(scope, receive, send_with_limits)
+            await json_error(refusal)(scope, receive, send)
             await ticket.finish(refusal.status)
             return
         try:
-            await self.app(scope, receive, send_with_limits)
+            await self.app(scope, receive, send)
         finally:
-            obs: Observation | None = state.get("observation")
-            await ticket.finish(CLIENT_CLOSED_REQUEST if obs is not None and obs.client_left else status)
+            await ticket.finish(CLIENT_CLOSED_REQUEST if obs.client_left else obs.status)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -155,21 +155,19 @@ class Observe:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        obs = Observation(given if _REQUEST_ID.match(given) else uuid.uuid4().hex)
+        given = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"").decode("latin-1")
+        obs = Observation(given if _REQUEST_ID.match(given) else os.urandom(16).hex())  # a uuid4's randomness
         scope.setdefault("state", {})["observation"] = obs
         header = (b"x-request-id", obs.request_id.encode())
-        status, first_body, streaming = 500, None, False
+        first_body, streaming = None, False
 
         async def observing_send(message: Message) -> None:
-            nonlocal status, first_body, streaming
+            nonlocal first_body, streaming
             if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [*message.get("headers", []), header]
-                if obs.images_shrunk is not None:
-                    headers.append((IMAGES_SHRUNK_HEADER.lower().encode(), str(obs.images_shrunk).encode()))
-                streaming = any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers)
-                message = {**message, "headers": headers}
+                obs.status = message["status"]
+                message = {**message, "headers": _headers(message.get("headers", []), header, obs)}
+                streaming = any(k == b"content-type" and v.startswith(b"text/event-stream")
+                                for k, v in message["headers"])
             elif message["type"] == "http.response.body" and first_body is None and message.get("body"):
                 first_body = time.perf_counter()
             await send(message)
@@ -182,10 +180,23 @@ class Observe:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             ttft = first_body - started if streaming and first_body else None
-            status = CLIENT_CLOSED_REQUEST if obs.client_left else status
+            status = CLIENT_CLOSED_REQUEST if obs.client_left else obs.status
             caller = scope["state"].get("caller")
             self.metrics.observe(route, status, seconds, ttft, obs, caller.key.name if caller else "-")
             _log(scope, route, status, seconds, ttft, obs, caller)
+
+
+def _headers(given: list[tuple[bytes, bytes]], request_id: tuple[bytes, bytes],
+             obs: Observation) -> list[tuple[bytes, bytes]]:
+    """The response's headers with the request id, the images' shrink and what the layers
+    below asked for (the key's x-ratelimit-*, unless the response set them itself)."""
+    headers = [*given, request_id]
+    if obs.images_shrunk is not None:
+        headers.append((IMAGES_SHRUNK_HEADER.lower().encode(), str(obs.images_shrunk).encode()))
+    if obs.more_headers is not None:
+        names = {name for name, _ in given}
+        headers += [header for header in obs.more_headers() if header[0] not in names]
+    return headers
 
 
 def configure_access_log(enabled: bool = True, log_level: str = "info") -> None:

@@ -2,8 +2,9 @@
 
 A FastAPI body parameter parses the JSON with `json.loads`, then validates the Python
 objects, then solves a dependency for it; `model_validate_json` does the parse and the
-validation in one pass in Rust. Errors are raised as FastAPI's own RequestValidationError,
-so they render exactly as a declared body's would (routes/errors.py).
+validation in one pass in Rust, on the bytes read straight from ASGI's `receive`. Errors
+are raised as FastAPI's own RequestValidationError, so they render exactly as a declared
+body's would (server/error_handlers.py).
 """
 
 from __future__ import annotations
@@ -11,25 +12,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from vlserve.gateway.engine_call import ClientGone
 
 Model = TypeVar("Model", bound=BaseModel)
 
 
-async def read_body(request: Request, model: type[Model]) -> Model:
+async def read_body(receive: Receive, model: type[Model]) -> Model:
     """The request's JSON body as `model`; a client that leaves while sending it is ClientGone
     (a 499 in the request log, not an unhandled error)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
     try:
-        body = await request.body()
-    except ClientDisconnect:
-        raise ClientGone() from None
-    try:
-        return model.model_validate_json(body)
+        return model.model_validate_json(b"".join(chunks))
     except ValidationError as exc:
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
 

@@ -44,7 +44,7 @@ async def get_metrics(request: Request) -> Metrics:
 
 
 async def get_call(request: Request) -> CallContext:
-    return call_context(request)
+    return call_context(request.scope, request.receive)
 
 
 InferenceDep = Annotated[Inference, Depends(get_inference)]

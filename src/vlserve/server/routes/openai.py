@@ -10,8 +10,9 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
+from starlette.types import Receive, Scope
 
 from vlserve.engines.base import EngineRequest, EngineStream
 from vlserve.errors import ErrorKind, ServiceError
@@ -21,7 +22,7 @@ from vlserve.gateway.responses_api import ResponseEvents, ResponsesRequest, from
 from vlserve.gateway.schemas import ChatCompletionRequest, CompletionRequest
 from vlserve.server.routes.body import json_body, read_body
 from vlserve.server.routes.deps import CallDep, CatalogDep, InferenceDep, RequestsDep
-from vlserve.server.routes.streaming import EngineStreamResponse, call_context
+from vlserve.server.routes.streaming import EngineStreamResponse, JSONBytesResponse, call_context
 from vlserve.server.state import AppState
 from vlserve.tenancy.quota import ANONYMOUS_CALLER, Caller
 
@@ -58,13 +59,19 @@ async def retrieve_model(model: str, request: Request, catalog: CatalogDep) -> d
     return _model_card(model, int(time.time()))
 
 
-@router.post("/v1/chat/completions", response_model=None, openapi_extra=json_body(ChatCompletionRequest))
-async def chat_completions(request: Request) -> Response:
+async def answer_chat(scope: Scope, receive: Receive) -> Response:
+    """POST /v1/chat/completions from the raw request. The hot route (server/hot_routes.py)
+    serves it; the FastAPI route below runs the same code and documents it."""
     # The body is read here rather than declared: FastAPI's body parameter costs a JSON
     # parse, a second pass to validate and a dependency solve per request (bench/RESULTS.md).
-    body = await read_body(request, ChatCompletionRequest)
-    state: AppState = request.app.state.vlserve
-    return await _answer(await state.requests.from_chat(body), state.inference, call_context(request))
+    body = await read_body(receive, ChatCompletionRequest)
+    state: AppState = scope["app"].state.vlserve
+    return await _answer(await state.requests.from_chat(body), state.inference, call_context(scope, receive))
+
+
+@router.post("/v1/chat/completions", response_model=None, openapi_extra=json_body(ChatCompletionRequest))
+async def chat_completions(request: Request) -> Response:
+    return await answer_chat(request.scope, request.receive)
 
 
 @router.post("/v1/completions", response_model=None)
@@ -77,7 +84,7 @@ async def _answer(request: EngineRequest, inference: Inference, call: CallContex
     """The engine's answer as it is: streamed as SSE, or whole as JSON."""
     if request.stream:
         return EngineStreamResponse(await inference.stream(request, call))
-    return JSONResponse(await inference.complete(request, call))
+    return JSONBytesResponse(await inference.complete(request, call))
 
 
 @router.post("/v1/responses", response_model=None)
@@ -92,7 +99,7 @@ async def responses(body: ResponsesRequest, requests: RequestsDep, inference: In
                            param=where or None) from None
     request = await requests.from_chat(chat)
     if not request.stream:
-        return JSONResponse(from_completion(body, await inference.complete(request, call)))
+        return JSONBytesResponse(from_completion(body, await inference.complete(request, call)))
     stream = await inference.stream(request, call)
     events = ResponseEvents(body, request.model)
     return EngineStreamResponse(EngineStream(events.translate(stream), on_close=stream.aclose))

@@ -1,19 +1,28 @@
-"""HTTP around an engine call: the SSE response of a stream, and noticing a client that left."""
+"""HTTP around an engine call: the JSON of a whole answer, the SSE response of a stream, and
+noticing a client that left."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from fastapi import Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from vlserve import json_bytes
 from vlserve.engines.base import EngineStream
 from vlserve.gateway.engine_call import CallContext
 from vlserve.gateway.observation import Observation
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class JSONBytesResponse(JSONResponse):
+    """JSON written by orjson (json_bytes.py): Starlette's JSONResponse uses `json.dumps`,
+    which costs more than the rest of writing a small answer."""
+
+    def render(self, content: object) -> bytes:
+        return json_bytes.dumps(content)
 
 
 class EngineStreamResponse(StreamingResponse):
@@ -59,7 +68,7 @@ def _client_left(sending: asyncio.Future[None], listening: asyncio.Future[None])
     return not sending.cancelled() and isinstance(sending.exception(), OSError)
 
 
-def client_gone(request: Request) -> Callable[[], Awaitable[None]]:
+def client_gone(receive: Receive) -> Callable[[], Awaitable[None]]:
     """An awaitable factory that returns once the client has disconnected.
 
     Only used while no response is being sent (the body has been read by then), so
@@ -67,14 +76,14 @@ def client_gone(request: Request) -> Callable[[], Awaitable[None]]:
     """
 
     async def wait() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
+        while (await receive())["type"] != "http.disconnect":
             pass
 
     return wait
 
 
-def call_context(request: Request) -> CallContext:
+def call_context(scope: Scope, receive: Receive) -> CallContext:
     """The request's observation (set up by the Observe middleware) and its disconnect."""
-    state = request.scope.setdefault("state", {})
+    state = scope.setdefault("state", {})
     obs = state.setdefault("observation", Observation("-"))
-    return CallContext(obs, client_gone(request), state.get("ticket"))
+    return CallContext(obs, client_gone(receive), state.get("ticket"))
