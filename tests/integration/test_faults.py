@@ -9,6 +9,7 @@ in a thread) so the test can count its asyncio tasks and in-use upstream connect
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import struct
@@ -25,6 +26,7 @@ from vlserve.engines.upstream.engine import UpstreamEngine
 from vlserve.server.app import create_app
 
 from ..inprocess import InProcessServer
+from ..media_helpers import png
 from ..waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -211,6 +213,17 @@ def test_faults_after_the_stream_started_end_with_an_error_event(gateway, model,
     resp = post(gateway, model, stream=True)
     assert resp.status_code == 200
     assert final_event(resp)["error"]["code"] == code
+
+
+def test_a_stream_with_images_silent_before_its_first_token_is_a_504(gateway):
+    """Such a stream is held until its first token (so a refusal can be retried smaller):
+    an engine silent for UPSTREAM_IDLE_TIMEOUT_S by then gets a status, not an event."""
+    resp = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=10, json={
+        "model": "silent", "stream": True, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()}}]}]})
+    assert resp.status_code == 504 and resp.json()["error"]["code"] == "upstream_timeout"
+    assert "UPSTREAM_IDLE_TIMEOUT_S" in resp.json()["error"]["message"]
+    assert released(gateway), held(gateway)
 
 
 @pytest.mark.parametrize("model, code", [("stall", "upstream_timeout"), ("cut", "bad_gateway")])

@@ -40,7 +40,13 @@ from vlserve.engines.upstream.lmdeploy_compat import checked_completion
 from vlserve.engines.upstream.relay import StreamRelay
 from vlserve.engines.upstream.replicas import Lease, Replica, ReplicaSet
 from vlserve.engines.upstream.stream_start import read_opening
-from vlserve.engines.upstream.transport import AiohttpTransport, Transport, UpstreamResponse, UpstreamTimeouts
+from vlserve.engines.upstream.transport import (
+    AiohttpTransport,
+    IdleWatch,
+    Transport,
+    UpstreamResponse,
+    UpstreamTimeouts,
+)
 from vlserve.errors import ErrorKind, ServiceError
 from vlserve.openai_types import Completion, EngineBody, Usage
 
@@ -132,24 +138,29 @@ class UpstreamEngine:
     async def open_stream(self, request: EngineRequest) -> EngineStream:
         deadline = time.monotonic() + self._timeouts.total_s
         resp, lease = await self._open(request, stream=True)
+        silence = IdleWatch(self._timeouts.idle_s, resp.close)  # a closed response ends its reading
         opening = b""
         if request.image_pixels is not None:  # it could be sent again smaller: stream_start.py
             try:
                 opening = await read_opening(resp.content.iter_any(), request.max_tokens)
+                if silence.expired:
+                    raise TimeoutError()
             except BaseException as exc:
+                silence.stop()
                 resp.close()
                 lease.release()
                 if isinstance(exc, (aiohttp.ClientError, TimeoutError)):
-                    raise transport_error(exc) from None
+                    raise self._silence_error() if silence.expired else transport_error(exc) from None
                 raise
 
         def report(usage: Usage) -> None:
             stream.usage = usage
 
         rewriter = StreamRewriter(request.model) if request.kind == "chat" else None
-        stream = EngineStream(self._relay(resp, deadline, report, rewriter, opening),
+        stream = EngineStream(self._relay(resp, silence, deadline, report, rewriter, opening),
                               on_close=resp.close, on_abort=resp.close)
         stream.add_close_callback(lease.release)
+        stream.add_close_callback(silence.stop)  # a stream closed before its first chunk was asked for
         return stream
 
     async def _open(self, request: EngineRequest, stream: bool) -> tuple[UpstreamResponse, Lease]:
@@ -220,7 +231,7 @@ class UpstreamEngine:
         except aiohttp.ClientError as exc:
             raise transport_error(exc) from None
 
-    async def _relay(self, resp: UpstreamResponse, deadline: float,
+    async def _relay(self, resp: UpstreamResponse, silence: IdleWatch, deadline: float,
                      report_usage: Callable[[Usage], None],
                      rewriter: StreamRewriter | None, opening: bytes = b"") -> AsyncIterator[bytes]:
         finished = False
@@ -232,6 +243,7 @@ class UpstreamEngine:
             if relay.failed:
                 return
             async for chunk in resp.content.iter_any():
+                silence.saw_chunk()
                 out = relay.feed(chunk)
                 if out:
                     yield out
@@ -241,6 +253,8 @@ class UpstreamEngine:
                     yield ServiceError(ErrorKind.UPSTREAM_TIMEOUT, "The answer took longer than "
                                        f"{self._settings.upstream_timeout_s:g} s (UPSTREAM_TIMEOUT_S).").sse_event()
                     return
+            if silence.expired:
+                raise TimeoutError()
             tail = relay.finish()
             if tail:
                 yield tail
@@ -249,12 +263,17 @@ class UpstreamEngine:
                 yield ServiceError(ErrorKind.UPSTREAM_ERROR, "The engine's stream ended before it was "
                                    "complete.").sse_event()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            yield transport_error(exc).sse_event()
+            yield self._silence_error().sse_event() if silence.expired else transport_error(exc).sse_event()
         finally:
+            silence.stop()
             if finished:
                 resp.release()
             else:  # client gone or upstream broke: drop the connection so the engine aborts
                 resp.close()
+
+    def _silence_error(self) -> ServiceError:
+        return ServiceError(ErrorKind.UPSTREAM_TIMEOUT, f"The model engine sent nothing for "
+                            f"{self._timeouts.idle_s:g} s (UPSTREAM_IDLE_TIMEOUT_S).")
 
 
 async def _read(resp: UpstreamResponse) -> bytes:

@@ -1,5 +1,6 @@
-"""How the upstream engine reaches its servers: one timeouts value, and a transport that
-sends a POST and hands back the response, which tests replace with a scripted one.
+"""How the upstream engine reaches its servers: one timeouts value, the watch on a stream's
+silences, and a transport that sends a POST and hands back the response, which tests
+replace with a scripted one.
 
 `AiohttpTransport` is the real one: one pooled aiohttp session for the app's life, and a
 second that opens a new connection for every request, for the one resend of a request
@@ -8,7 +9,8 @@ whose kept-alive connection closed under it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,9 +44,40 @@ class UpstreamTimeouts:
         return self.first_byte_s if stream else self.total_s
 
     def client_timeout(self, stream: bool) -> aiohttp.ClientTimeout:
-        if stream:  # the deadline of a stream is checked between chunks (engine.py)
-            return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_s, sock_read=self.idle_s)
+        if stream:  # a stream's deadline is checked between chunks, its silences by IdleWatch
+            return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_s)
         return aiohttp.ClientTimeout(total=self.total_s, sock_connect=self.connect_s)
+
+
+class IdleWatch:
+    """Calls `on_idle` once a stream has been silent for `idle_s`.
+
+    aiohttp's own `sock_read` timeout cancels and sets a timer on every read, which was a
+    measurable part of relaying a chunk; this one notes the time of each chunk and looks
+    at it when its timer fires: one timer per `idle_s` of streaming, whatever the chunks.
+    """
+
+    def __init__(self, idle_s: float, on_idle: Callable[[], object]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._idle_s = idle_s
+        self._on_idle = on_idle
+        self._last = self._loop.time()
+        self.expired = False
+        self._timer = self._loop.call_at(self._last + idle_s, self._look)
+
+    def saw_chunk(self) -> None:
+        self._last = self._loop.time()
+
+    def _look(self) -> None:
+        due = self._last + self._idle_s
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._look)
+            return
+        self.expired = True
+        self._on_idle()
+
+    def stop(self) -> None:
+        self._timer.cancel()
 
 
 class ChunkSource(Protocol):
