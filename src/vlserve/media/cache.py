@@ -3,23 +3,27 @@
 A chat about one photo sends the photo again with every turn. The gateway's answer for
 the same bytes under the same pixel budget is always the same (decoding, resizing and
 encoding are deterministic), so the first answer is kept and later ones cost a hash:
-no decode, no resize, no encode, and the engine gets byte-identical data each turn, which
-is what lets its own prefix and encoder caches hit.
+no base64 decode, no decode, no resize, no encode, and the engine gets byte-identical
+data each turn, which is what lets its own prefix and encoder caches hit.
 
-Keys are SHA-256 of the bytes as received (after base64 or a fetch) with the budget the
-image is prepared for: a cryptographic hash, because the cache is shared by every client
-and a collision one could construct would hand another client's image to a request. The
-rest of the media policy is fixed for the life of the process, which is the cache's
-life. Bounded in bytes of data URLs kept (least recently used out first); refusals are
-not kept. Thread-safe: lookups happen on the event loop, hashing on media threads.
+Keys are a BLAKE3 hash of the image as received, with the budget it is prepared for:
+for inline images the text of the data URL or base64 itself (so a hit decodes nothing),
+for a fetched URL or an upload its bytes. A cryptographic hash, because the cache is
+shared by every client and a collision one could construct would hand another client's
+image to a request; BLAKE3 because it is ~3x SHA-256's speed (a 1 MB photo's base64 in
+~0.25 ms). The rest of the media policy is fixed for the life of the process, which is
+the cache's life. Bounded in bytes of data URLs kept (least recently used out first);
+refusals are not kept. Thread-safe: lookups happen on the event loop, hashing anywhere.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Literal
+
+from blake3 import blake3
 
 from vlserve.media.images import NormalizedImage
 from vlserve.media.policy import PixelBudget
@@ -29,12 +33,18 @@ ENTRY_OVERHEAD_BYTES = 512  # the NormalizedImage and the dict's entry, roughly
 
 @dataclass(frozen=True)
 class CacheKey:
+    form: Literal["text", "bytes"]  # what was hashed: text and bytes never share a key
     digest: bytes
     budget: PixelBudget
 
 
-def cache_key(data: bytes, budget: PixelBudget) -> CacheKey:
-    return CacheKey(hashlib.sha256(data).digest(), budget)
+def text_key(text: str, budget: PixelBudget) -> CacheKey:
+    """The key of an inline image (a data URL or base64), from its text as received."""
+    return CacheKey("text", blake3(text.encode("utf-8", "surrogatepass")).digest(), budget)
+
+
+def bytes_key(data: bytes, budget: PixelBudget) -> CacheKey:
+    return CacheKey("bytes", blake3(data).digest(), budget)
 
 
 @dataclass(frozen=True)

@@ -61,5 +61,11 @@ def parse_data_url(url: str, kind: str, max_bytes: int, mimes: tuple[str, ...] |
     return decode_base64(data, max_bytes)
 
 
+def is_image_data_url(ref: str | bytes) -> bool:
+    """A data URL that says it holds an image (not a PDF): it can be taken as an image
+    without decoding it first."""
+    return isinstance(ref, str) and ref.lstrip()[:11].lower() == "data:image/"
+
+
 def to_data_url(mime: str, data: bytes) -> str:
     return f"data:{mime};base64," + pybase64.b64encode_as_string(data)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 
 from vlserve.errors import ErrorKind, ServiceError
-from vlserve.media.cache import CacheKey, ImageCache, cache_key
+from vlserve.media.cache import CacheKey, ImageCache, bytes_key, text_key
 from vlserve.media.encoding import decode_base64, parse_data_url, too_large
 from vlserve.media.fetch import fetch
 from vlserve.media.header import Header, looks_like_image, read_header
@@ -65,9 +65,9 @@ class MediaNormalizer:
         (the context), the request is refused from their headers, before any is decoded.
         """
         budgets = [self.policy.budget_for(hint) for hint in (hints or [ImageHints()] * len(sources))]
-        datas = await asyncio.gather(*(self._load_image(source) for source in sources))
-        keys = await self._cache_keys(datas, budgets)
-        cached = [self.cache.get(key) if key is not None else None for key in keys]
+        found = await asyncio.gather(*(self._cached_or_loaded(source, budget)
+                                       for source, budget in zip(sources, budgets, strict=True)))
+        keys, cached, datas = [key for key, _, _ in found], [hit for _, hit, _ in found], [data for *_, data in found]
         headers: list[Header | None] = [None] * len(datas)
         if max_visual_tokens is not None:  # each header is read once: here, and handed on
             headers = await self._headers(datas, budgets, cached)
@@ -92,11 +92,27 @@ class MediaNormalizer:
         target = max(self.policy.budget.factor ** 2, int(seen * kept))
         return (await self.images([data], [ImageHints(max_pixels=target)]))[0]
 
-    async def _cache_keys(self, datas: Sequence[bytes], budgets: Sequence[PixelBudget]) -> list[CacheKey | None]:
+    async def _cached_or_loaded(self, source: str | bytes,
+                                budget: PixelBudget) -> tuple[CacheKey | None, NormalizedImage | None, bytes]:
+        """(key, the cached image, b"") for an image seen before under this budget, else
+        (key, None, its bytes). An inline image is looked up by its text, before decoding."""
         if not self.cache.enabled:
-            return [None] * len(datas)
-        return list(await asyncio.gather(*(self._in_pool(cache_key, data, budget)
-                                           for data, budget in zip(datas, budgets, strict=True))))
+            return None, None, await self._load_image(source)
+        if isinstance(source, str) and self._is_inline(source.strip()):
+            key = text_key(source.strip(), budget)  # ~0.25 ms a MB: on the loop, as parsing it was
+            hit = self.cache.get(key)
+            return (key, hit, b"") if hit is not None else (key, None, await self._load_image(source))
+        data = await self._load_image(source)
+        key = await self._in_pool(bytes_key, data, budget)
+        return key, self.cache.get(key), data
+
+    def _is_inline(self, ref: str) -> bool:
+        """The text is the image: a data URL, or base64 where no path can be meant (a path
+        names a file whose content may change)."""
+        head = ref[:16].lower()
+        if head.startswith("data:"):
+            return True
+        return self.policy.local_dir is None and not _OTHER_SCHEME.match(head) and not head.startswith("file:")
 
     async def _headers(self, datas: Sequence[bytes], budgets: Sequence[PixelBudget],
                        cached: Sequence[NormalizedImage | None]) -> list[Header | None]:

@@ -6,6 +6,7 @@ gateways and restarts)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import subprocess
 import sys
@@ -99,6 +100,21 @@ def test_off_when_its_size_is_zero():
     run(media, png())
     run(media, png())
     assert media.cache.stats().hits == media.cache.stats().misses == 0
+
+
+def test_an_inline_image_is_found_by_its_text_and_a_file_by_what_it_holds_now(tmp_path):
+    """A data URL or base64 is its own content, so its text is its key (a hit decodes
+    nothing); a path names a file whose content may have changed since."""
+    inline = "data:image/png;base64," + base64.b64encode(png(color=1)).decode()
+    media = normalizer(ALLOWED_LOCAL_MEDIA_PATH=str(tmp_path))
+    assert run(media, inline)[0].data_url == run(media, inline)[0].data_url
+    assert (media.cache.stats().hits, media.cache.stats().misses) == (1, 1)
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(png(color=2))
+    before, = run(media, str(picture))
+    picture.write_bytes(png((40, 30), color=3))
+    after, = run(media, str(picture))
+    assert (after.width, after.height) == (40, 30) and after.data_url != before.data_url
 
 
 PREPARE_IN_A_NEW_PROCESS = """

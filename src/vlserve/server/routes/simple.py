@@ -27,6 +27,7 @@ from vlserve.gateway.schemas import (
     SamplingFields,
 )
 from vlserve.media import MediaNormalizer, NormalizedImage
+from vlserve.media.encoding import is_image_data_url
 from vlserve.media.pdf import is_pdf, parse_pages
 from vlserve.openai_types import JSONObject
 from vlserve.server.routes.deps import CallDep, InferenceDep, RequestsDep
@@ -106,8 +107,8 @@ async def analyze(body: AnalyzeRequest, requests: RequestsDep, inference: Infere
     if not refs:
         raise ServiceError(ErrorKind.BAD_REQUEST, "Send the image as `image` (or several as `images`).",
                            param="image")
-    if len(refs) == 1:  # one image, or a PDF
-        refs = [await requests.media.image_or_pdf(refs[0])]
+    if len(refs) == 1 and not is_image_data_url(refs[0]):  # one image, or a PDF
+        refs = [await requests.media.image_or_pdf(refs[0])]  # (a data URL of an image is looked up as it is)
     spec = _task_input(body.task, len(refs), question=body.question, language=body.language,
                        objects=body.objects, boxes=body.boxes, format=body.format, prompt=body.prompt)
     return await _analyze(requests, inference, call, refs, spec, pages=body.pages, per_page=body.per_page,
