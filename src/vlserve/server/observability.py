@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -52,6 +53,7 @@ class Metrics:
         self.in_flight = Gauge("vlserve_requests_in_flight", "HTTP requests being served", registry=r)
         self.image_bytes = Counter("vlserve_image_bytes", "Image bytes received from clients (in) and sent to "
                                    "engines (out)", ["direction"], registry=r)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     def watch(self, inference: Inference) -> None:
         """Gauges read from live state at scrape time (admission, engine, replicas)."""
@@ -69,14 +71,22 @@ class Metrics:
 
     def observe(self, route: str, status: int, seconds: float, ttft: float | None, obs: Observation,
                 key: str) -> None:
-        self.requests.labels(route, str(status), key).inc()
-        self.latency.labels(route).observe(seconds)
+        self._child(self.requests, route, str(status), key).inc()
+        self._child(self.latency, route).observe(seconds)
         if ttft is not None:
-            self.ttft.labels(route).observe(ttft)
+            self._child(self.ttft, route).observe(ttft)
         if obs.prompt_tokens:
-            self.tokens.labels("prompt", key).inc(obs.prompt_tokens)
+            self._child(self.tokens, "prompt", key).inc(obs.prompt_tokens)
         if obs.completion_tokens:
-            self.tokens.labels("completion", key).inc(obs.completion_tokens)
+            self._child(self.tokens, "completion", key).inc(obs.completion_tokens)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus_client checks and locks on every
+        call, four times a request (routes, statuses and key names are few)."""
+        child = self._children.get((metric, labels))
+        if child is None:
+            child = self._children[metric, labels] = metric.labels(*labels)
+        return child
 
 
 class _StateCollector:
