@@ -42,30 +42,34 @@ class EngineStreamResponse(StreamingResponse):
         self.engine_stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sending = asyncio.ensure_future(self.stream_response(send))
-        listening = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        # The chunks are sent from this task; a listener cancels it if the client hangs up
+        # (one task per stream rather than two and an asyncio.wait: bench/RESULTS.md).
+        sender = asyncio.current_task()
+        assert sender is not None
+        heard_leave = False
+
+        async def listen() -> None:
+            nonlocal heard_leave
+            await self.listen_for_disconnect(receive)
+            heard_leave = True
+            sender.cancel()
+
+        listener = asyncio.get_running_loop().create_task(listen())
+        client_left = False
         try:
-            await asyncio.wait({sending, listening}, return_when=asyncio.FIRST_COMPLETED)
-            if _client_left(sending, listening):
-                observation = scope.get("state", {}).get("observation")
-                if observation is not None:
-                    observation.client_left = True
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not (heard_leave and sender.uncancel() == 0):  # not ours: a shutdown, say
+                raise
+            client_left = True
+        except OSError:  # a send to a client that left (ASGI 2.4)
+            client_left = True
         finally:
-            for task in (sending, listening):
-                task.cancel()
-            await asyncio.gather(sending, listening, return_exceptions=True)
+            listener.cancel()
             await self.engine_stream.aclose()
-        if not sending.cancelled() and sending.exception() is not None:
-            if not isinstance(sending.exception(), OSError):  # OSError: the client left (ASGI 2.4)
-                raise sending.exception()  # type: ignore[misc]
-
-
-def _client_left(sending: asyncio.Future[None], listening: asyncio.Future[None]) -> bool:
-    """The client went away before the last chunk: it hung up (heard, or found by a send
-    that failed under ASGI 2.4)."""
-    if not sending.done():
-        return listening.done()
-    return not sending.cancelled() and isinstance(sending.exception(), OSError)
+        observation = scope.get("state", {}).get("observation")
+        if client_left and observation is not None:
+            observation.client_left = True
 
 
 def client_gone(receive: Receive) -> Callable[[], Awaitable[None]]:
