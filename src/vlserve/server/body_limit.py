@@ -23,9 +23,18 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        length, chunked = None, False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await json_error(ServiceError(ErrorKind.TOO_LARGE, self._message()))(scope, receive, send)
+            return
+        if length is not None and length.isdigit() and not chunked:
+            # The HTTP parser delivers exactly Content-Length bytes: nothing to count.
+            await self.app(scope, receive, send)
             return
         received = 0
 
