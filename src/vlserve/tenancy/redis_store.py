@@ -13,11 +13,8 @@ window). A settle, with its usage counters, is a second script. Keys per subject
 
 Every limit key expires on its own once idle, so users who come and go leave nothing.
 
-Round trips are shared: checks asked for while the event loop runs one round go to Redis
-together, as one pipeline of the script (each still runs alone and atomically inside
-Redis, in the order asked), and settles go in batches (quota.py). With 16 requests in
-flight a check then costs the gateway about a third of the CPU of its own round trip,
-which is most of what a limit costs (bench/RESULTS.md).
+Checks and settles asked for in one round of the event loop share one round trip
+(redis_trips.py).
 """
 
 from __future__ import annotations
@@ -26,13 +23,11 @@ import asyncio
 from datetime import date
 
 import redis.asyncio as redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
 from vlserve.tenancy.limits import Charge, LimitKind, Refusal, Subject, Verdict, WindowState, tightest
+from vlserve.tenancy.redis_trips import SharedTrips
 from vlserve.tenancy.usage import COUNT_FIELDS, UsageCounts, UsageDelta, UsageKey, days
 
-Call = tuple[list[str], list[str | int]]  # a script's keys and arguments
 # One request's settle: ticket, subjects, tokens used per engine call, give its place back,
 # its usage.
 Settle = tuple[str, list[Subject], dict[str, int], bool, UsageDelta | None]
@@ -207,8 +202,7 @@ class RedisStore:
                                            decode_responses=True, retry_on_timeout=False)
         self._check = self.client.register_script(_CHECK)
         self._settle = self.client.register_script(_SETTLE)
-        self._checks_asked: list[tuple[Call, asyncio.Future[list]]] = []  # for the next round trip
-        self._checks_sent: set[asyncio.Task[None]] = set()
+        self._trips = SharedTrips(self.client)
 
     async def check(self, ticket: str, entry: str, subjects: list[Subject], charge: Charge,
                     lease_s: float) -> Verdict:
@@ -216,7 +210,7 @@ class RedisStore:
         args: list[str | int] = [ticket, entry, int(lease_s * 1000)]
         args += [value for subject in subjects for value in _limit_args(subject)]
         args += [int(charge.request), charge.tokens, charge.images]
-        answer = await self._ask_check((keys, args))
+        answer = await self._trips.ask(self._check, keys, args)
         if answer[0] == 0:
             _, index, kind, limit, retry_ms, too_big = answer
             return Verdict(Refusal(subjects[index], _KINDS[kind], int(limit), int(retry_ms) / 1000, bool(too_big)))
@@ -228,67 +222,17 @@ class RedisStore:
                                       tpm, max(0, (tpm or 0) - int(token_sum)), int(token_reset) / 1000))
         return Verdict(None, tightest(states))
 
-    def _ask_check(self, call: Call) -> asyncio.Future[list]:
-        """The check's answer, from the round trip that carries every check asked for in
-        this round of the event loop."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[list] = loop.create_future()
-        self._checks_asked.append((call, answer))
-        if len(self._checks_asked) == 1:
-            loop.call_soon(self._send_checks)
-        return answer
-
-    def _send_checks(self) -> None:
-        asked, self._checks_asked = self._checks_asked, []
-        task = asyncio.get_running_loop().create_task(self._run_checks(asked))
-        self._checks_sent.add(task)  # held until done: the loop keeps only weak references
-        task.add_done_callback(self._checks_sent.discard)
-
-    async def _run_checks(self, asked: list[tuple[Call, asyncio.Future[list]]]) -> None:
-        try:
-            replies = await self._run(self._check, [call for call, _ in asked])
-        except asyncio.CancelledError:  # the gateway is stopping
-            for _, answer in asked:
-                answer.cancel()
-            raise
-        except Exception as exc:  # Redis out of reach: every check of the trip fails alike
-            replies = [exc] * len(asked)
-        for (_, answer), reply in zip(asked, replies, strict=True):
-            if answer.done():  # its request was cancelled meanwhile
-                continue
-            if isinstance(reply, Exception):
-                answer.set_exception(reply)
-            else:
-                answer.set_result(reply)
-
-    async def _run(self, script: AsyncScript, calls: list[Call]) -> list:
-        """`script` once per call, in one round trip. A call Redis refused (a script's
-        limit, memory full) is its exception in the list; an unreachable Redis raises.
-        Loads the script where Redis does not know it (a restart, a SCRIPT FLUSH)."""
-        replies = await self._pipeline(script, calls)
-        missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            await self.client.script_load(script.script)
-            for index, reply in zip(missing, await self._pipeline(script, [calls[i] for i in missing]), strict=True):
-                replies[index] = reply
-        return replies
-
-    async def _pipeline(self, script: AsyncScript, calls: list[Call]) -> list:
-        # EVALSHA straight into the pipeline: a script passed to a pipeline makes it ask
-        # SCRIPT EXISTS first, a second round trip on every batch.
-        async with self.client.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            return await pipe.execute(raise_on_error=False)
-
     async def settle(self, ticket: str, subjects: list[Subject], tokens: dict[str, int], release: bool,
                      usage: UsageDelta | None = None) -> None:
         await self.settle_many([(ticket, subjects, tokens, release, usage)])
 
     async def settle_many(self, settles: list[Settle]) -> None:
-        """Several settles in one round trip; raises the first that Redis refused."""
-        for reply in await self._run(self._settle, [_settle_call(*settle) for settle in settles]):
-            if isinstance(reply, Exception):
+        """Several settles, in the round trip of this loop round; raises the first that
+        failed."""
+        replies = await asyncio.gather(*(self._trips.ask(self._settle, *_settle_call(*settle)) for settle in settles),
+                                       return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
                 raise reply
 
     async def usage_rows(self, start: date, end: date) -> dict[UsageKey, UsageCounts]:
