@@ -1,10 +1,12 @@
 """Script calls to Redis sharing round trips.
 
-Every call asked for while the event loop runs one round (the limit checks of the requests
-that arrived, the settles of those that ended) goes to Redis in one pipeline: each still
-runs alone and atomically inside Redis, in the order asked, so nothing about the limits
-changes but the gateway's cost. A round trip through redis-py costs the gateway ~100 µs
-of CPU whatever it carries; a call in a shared one, a fraction of that (bench/RESULTS.md).
+One round trip at a time: the calls asked for while it is on its way (the limit checks of
+the requests that arrived, the settles of those that ended) go together in the next one,
+a pipeline, as soon as it is back; a call asked for when none is on its way goes at once.
+Each call still runs alone and atomically inside Redis, in the order asked, so nothing
+about the limits changes but the gateway's cost: a round trip through redis-py costs the
+gateway ~100 µs of CPU whatever it carries (bench/RESULTS.md). Under load the trips fill
+up by themselves; alone, a call waits for nothing.
 """
 
 from __future__ import annotations
@@ -23,24 +25,23 @@ class SharedTrips:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._asked: list[tuple[Call, asyncio.Future[Any]]] = []  # for the next round trip
-        self._sent: set[asyncio.Task[None]] = set()
+        self._trips: asyncio.Task[None] | None = None  # sends trips while calls are asked for
 
     def ask(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> asyncio.Future[Any]:
-        """The call's reply, from the round trip that carries every call asked for in this
-        round of the event loop. A call Redis refused (a script's limit, memory full)
-        raises its error; an unreachable Redis fails every call of the trip alike."""
-        loop = asyncio.get_running_loop()
-        reply: asyncio.Future[Any] = loop.create_future()
+        """The call's reply, from the next round trip. A call Redis refused (a script's
+        limit, memory full) raises its error; an unreachable Redis fails every call of the
+        trip alike."""
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._asked.append(((script, keys, args), reply))
-        if len(self._asked) == 1:
-            loop.call_soon(self._send)
+        if self._trips is None or self._trips.done():
+            self._trips = asyncio.get_running_loop().create_task(self._send_trips())
         return reply
 
-    def _send(self) -> None:
-        asked, self._asked = self._asked, []
-        task = asyncio.get_running_loop().create_task(self._trip(asked))
-        self._sent.add(task)  # held until done: the loop keeps only weak references
-        task.add_done_callback(self._sent.discard)
+    async def _send_trips(self) -> None:
+        await asyncio.sleep(0)  # the other calls asked for in this round of the loop come too
+        while self._asked:
+            asked, self._asked = self._asked, []
+            await self._trip(asked)
 
     async def _trip(self, asked: list[tuple[Call, asyncio.Future[Any]]]) -> None:
         try:
