@@ -18,7 +18,8 @@ engine_port=$(free_port)
 gateway_port=$(free_port)
 VLSERVE_CACHE_DIR="$work/cache" .venv/bin/vlserve serve --port "$engine_port" >"$work/engine.log" 2>&1 &
 pids+=($!)
-(cd "$work" && UPSTREAM_BASE_URL="http://127.0.0.1:$engine_port" "$work/venv/bin/vlserve" serve \
+# exec: the pid noted below is the gateway's own, so the cleanup stops it (not only a subshell)
+(cd "$work" && UPSTREAM_BASE_URL="http://127.0.0.1:$engine_port" exec "$work/venv/bin/vlserve" serve \
     --port "$gateway_port" >"$work/gateway.log" 2>&1) &
 pids+=($!)
 
