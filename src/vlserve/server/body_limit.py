@@ -29,10 +29,11 @@ class BodySizeLimit:
                 length = value
             elif name == b"transfer-encoding":
                 chunked = True
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is not None and declared > self.max_bytes:
             await json_error(ServiceError(ErrorKind.TOO_LARGE, self._message()))(scope, receive, send)
             return
-        if length is not None and length.isdigit() and not chunked:
+        if declared is not None and not chunked:
             # The HTTP parser delivers exactly Content-Length bytes: nothing to count.
             await self.app(scope, receive, send)
             return
