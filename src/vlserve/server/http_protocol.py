@@ -109,9 +109,11 @@ class _Guarded(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True        # waiting for (more of) a request line and headers
         self._head_bytes = 0        # of the request being parsed (or of trailers)
+        self._due: float = 0.0      # loop time the head or body is due by (see "timers")
+        self._on_due: Any = None    # what to do then; None: nothing is being timed
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._write_timer: asyncio.TimerHandle | None = None
-        self._rate_timer: asyncio.TimerHandle | None = None
         self._body_started = 0.0    # loop time the body began
         self._body_bytes = 0        # bytes received since then
         self._ops_slot: str | None = None  # the client address, on an operations-only slot
@@ -141,6 +143,9 @@ class _Guarded(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._cancel_write_timer()
         if self._ops_slot is not None:
             self.limits.ops_holders.discard(self._ops_slot)
@@ -181,10 +186,8 @@ class _Guarded(HttpToolsProtocol):
         if self._ops_slot is not None and not self._is_ops_request():
             self._fail(ErrorKind.TOO_MANY_CONNECTIONS, "The server has too many open connections; retry shortly.")
             return
-        self._arm(self.limits.body_timeout_s, self._body_timed_out)
         self._body_started, self._body_bytes = self.loop.time(), 0
-        if self.limits.body_min_rate:
-            self._arm_rate(self.limits.body_grace_s)
+        self._arm_at(self._body_started + self._body_allowed_s(), self._check_body)
         super().on_headers_complete()
         if self.pipeline:  # queued behind a request being answered: reading is paused, nothing to time
             self._disarm()
@@ -207,28 +210,30 @@ class _Guarded(HttpToolsProtocol):
         # Never an upgrade: a WebSocket takes the transport away, and with it the slot's release.
         return self.parser.get_method() == b"GET" and path in OPS_PATHS and not self.parser.should_upgrade()
 
-    # --- the body's minimum rate ----------------------------------------------------------
-    def _arm_rate(self, seconds: float) -> None:
-        self._cancel_rate_timer()
-        self._rate_timer = self.loop.call_later(seconds, self._check_rate)
+    # --- the body's time -------------------------------------------------------------------
+    def _body_allowed_s(self) -> float:
+        """Seconds the body may take so far: HTTP_BODY_TIMEOUT_S at most, and with a minimum
+        rate, the grace plus a second per HTTP_BODY_MIN_RATE bytes received."""
+        limits = self.limits
+        if not limits.body_min_rate:
+            return limits.body_timeout_s
+        return min(limits.body_timeout_s, limits.body_grace_s + self._body_bytes / limits.body_min_rate)
 
-    def _cancel_rate_timer(self) -> None:
-        if self._rate_timer is not None:
-            self._rate_timer.cancel()
-            self._rate_timer = None
-
-    def _check_rate(self) -> None:
-        """The body may take the grace plus a second per HTTP_BODY_MIN_RATE bytes received."""
-        self._rate_timer = None
-        if self._timer is None or self.transport.is_closing():
-            return  # the body is complete (or the connection gone)
-        allowed = self.limits.body_grace_s + self._body_bytes / self.limits.body_min_rate
-        left = self._body_started + allowed - self.loop.time()
-        if left > 0:
-            self._arm_rate(left)
+    def _check_body(self) -> None:
+        """Due when the body has taken what it was allowed when last looked at; it may have
+        earned more since."""
+        if self.transport.is_closing():
             return
-        self._refuse_body(f"The request's body arrived slower than {self.limits.body_min_rate} bytes a second "
-                          f"after the first {self.limits.body_grace_s:g} s (HTTP_BODY_MIN_RATE).")
+        taken = self.loop.time() - self._body_started
+        allowed = self._body_allowed_s()
+        if taken < allowed:
+            self._arm_at(self._body_started + allowed, self._check_body)
+        elif allowed >= self.limits.body_timeout_s:
+            self._refuse_body(f"The request's body did not arrive within {self.limits.body_timeout_s:g} s "
+                              "(HTTP_BODY_TIMEOUT_S).")
+        else:
+            self._refuse_body(f"The request's body arrived slower than {self.limits.body_min_rate} bytes a "
+                              f"second after the first {self.limits.body_grace_s:g} s (HTTP_BODY_MIN_RATE).")
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -244,15 +249,33 @@ class _Guarded(HttpToolsProtocol):
         self.transport.close()
 
     # --- timers ---------------------------------------------------------------------------
-    def _arm(self, seconds: float, callback: Any) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, callback)
+    # A request sets a deadline for its head and then one for its body, and clears it when
+    # the body is in: a timer for each was a measurable part of a small request's cost. So
+    # one timer per connection serves them all. It is moved earlier when a deadline is, and
+    # otherwise left to fire where it is and look: nothing due, or due later (re-armed
+    # then), or due now. A kept-alive connection's timer fires once per head timeout.
+    def _arm(self, seconds: float, on_due: Any) -> None:
+        self._arm_at(self.loop.time() + seconds, on_due)
+
+    def _arm_at(self, due: float, on_due: Any) -> None:
+        self._due, self._on_due = due, on_due
+        if self._timer is None or self._timer_at > due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = self.loop.call_at(due, self._look), due
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._cancel_rate_timer()
+        self._on_due = None
+
+    def _look(self) -> None:
+        self._timer = None
+        if self._on_due is None:
+            return
+        if self.loop.time() < self._due:
+            self._timer, self._timer_at = self.loop.call_at(self._due, self._look), self._due
+            return
+        on_due, self._on_due = self._on_due, None
+        on_due()
 
     def _cancel_write_timer(self) -> None:
         if self._write_timer is not None:
@@ -274,11 +297,6 @@ class _Guarded(HttpToolsProtocol):
             return
         self._fail(ErrorKind.REQUEST_TIMEOUT, f"The request's headers did not arrive within "
                    f"{self.limits.header_timeout_s:g} s (HTTP_HEADER_TIMEOUT_S).")
-
-    def _body_timed_out(self) -> None:
-        self._timer = None
-        self._refuse_body(f"The request's body did not arrive within {self.limits.body_timeout_s:g} s "
-                          "(HTTP_BODY_TIMEOUT_S).")
 
     def _refuse_body(self, message: str) -> None:
         if self.transport.is_closing():
