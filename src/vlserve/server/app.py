@@ -100,8 +100,11 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
             monitor.close()
 
     # redirect_slashes=False: `/v1/models/` is a 404 envelope, never a redirect built from
-    # the client's own Host header.
+    # the client's own Host header. FastAPI's own OpenTelemetry is off: it looks up three
+    # providers in the environment on every request (3% of a small request's CPU), and
+    # the service's metrics are its Prometheus ones (FastAPI before 0.145 ignores the key).
     app = FastAPI(title="vlserve", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
                   docs_url=None, redoc_url=None,  # served offline by routes/pages.py
                   description="OpenAI-compatible serving for Qwen3-VL and other vision-language models.")
     install_error_handlers(app)
