@@ -14,9 +14,10 @@ import csv
 import io
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 log = logging.getLogger("vlserve.usage")
@@ -56,8 +57,17 @@ class UsageDelta:
     counts: UsageCounts
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_day_named: tuple[int, str] = (-1, "")  # (day number, its ISO date): one date made per day
+
+
 def today() -> str:
-    return datetime.now(UTC).date().isoformat()
+    """Today's UTC date, YYYY-MM-DD (each request's usage row is keyed by it)."""
+    global _day_named
+    day = int(time.time() // 86400)  # POSIX days are 86,400 s: no leap seconds
+    if day != _day_named[0]:
+        _day_named = (day, date.fromordinal(_EPOCH_ORDINAL + day).isoformat())
+    return _day_named[1]
 
 
 def delta_for(key: str, user: str | None, model: str | None, status: int, prompt_tokens: int,

@@ -23,6 +23,7 @@ a stream has begun; the upstream connection is closed, which cancels the generat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -53,6 +54,7 @@ from vlserve.openai_types import Completion, EngineBody, Usage
 log = logging.getLogger("vlserve.upstream")
 
 
+_NO_DEADLINE = contextlib.nullcontext()
 _PATHS = {"chat": "/v1/chat/completions", "text": "/v1/completions"}
 
 TransportFactory = Callable[[Settings], Transport]
@@ -211,8 +213,10 @@ class UpstreamEngine:
         assert self._transport is not None, "start() first"
         url, data = f"{replica.base_url}{path}", json_bytes.dumps(body)
         timeout, first_byte_s = self._timeouts.client_timeout(stream), self._timeouts.first_byte(stream)
+        # A whole answer's first byte is within aiohttp's total timeout already, which raises
+        # the same TimeoutError; only a stream's needs a deadline of its own.
         try:
-            async with asyncio.timeout(first_byte_s):
+            async with asyncio.timeout(first_byte_s) if stream else _NO_DEADLINE:
                 try:
                     return await self._transport.post(url, data, timeout)
                 except aiohttp.ClientConnectorError:

@@ -10,6 +10,7 @@ whose kept-alive connection closed under it.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,9 +45,17 @@ class UpstreamTimeouts:
         return self.first_byte_s if stream else self.total_s
 
     def client_timeout(self, stream: bool) -> aiohttp.ClientTimeout:
-        if stream:  # a stream's deadline is checked between chunks, its silences by IdleWatch
-            return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_s)
+        """aiohttp's timeouts for one request. A whole answer's are the whole bound; a
+        stream's deadline is checked between chunks, its silences by IdleWatch."""
+        return self._for_stream if stream else self._for_answer
+
+    @functools.cached_property
+    def _for_answer(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=self.total_s, sock_connect=self.connect_s)
+
+    @functools.cached_property
+    def _for_stream(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_s)
 
 
 class IdleWatch:

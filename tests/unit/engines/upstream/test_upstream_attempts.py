@@ -94,8 +94,9 @@ class ScriptedTransport:
         self.sent.append(Sent(url, json.loads(data), new_connection))
         base = url.split("/v1/")[0]
         step = self.scripts[base].pop(0)
-        if step is HANG:
-            await asyncio.Event().wait()
+        if step is HANG:  # bounded by the timeout's total, as aiohttp bounds it
+            async with asyncio.timeout(timeout.total):
+                await asyncio.Event().wait()
         return step()
 
     async def close(self) -> None:
