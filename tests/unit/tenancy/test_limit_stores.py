@@ -251,3 +251,14 @@ async def test_an_image_a_request_sends_again_is_counted_once():
     await ticket.reserve(10, 2, ("a", "b"))  # the repair turn: the same two images
     await ticket.reserve(10, 1, ("c",))
     assert ticket.images == 3
+
+
+def test_usage_rows_turn_over_at_utc_midnight(monkeypatch):
+    # The day is worked out once a day from POSIX time; a request a second after midnight
+    # goes to the new day's row, one a second before to the old one's.
+    midnight = datetime(2026, 12, 31, tzinfo=UTC).timestamp()
+    days = []
+    for now in (midnight - 1, midnight - 1, midnight + 1, midnight + 86_400):
+        monkeypatch.setattr("time.time", lambda now=now: now)
+        days.append(delta_for("team", None, "m", 200, 1, 1, 0).where.day)
+    assert days == ["2026-12-30", "2026-12-30", "2026-12-31", "2027-01-01"]
