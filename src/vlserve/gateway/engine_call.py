@@ -49,6 +49,9 @@ class CallContext:
     obs: Observation
     client_gone: Callable[[], Awaitable[None]]
     ticket: Ticket | None = None  # the caller's limits and usage; None outside the HTTP edge (tests)
+    # Done when the client's connection is lost, where the server tells so itself (vlserve's
+    # own HTTP protocol does); `client_gone` is watched where it does not.
+    connection_lost: asyncio.Future[None] | None = None
 
 
 class Inference:
@@ -189,28 +192,47 @@ def _tokens_used(usage: Usage | None, request: EngineRequest, chunks_sent: int) 
 async def until_gone(work: Coroutine[object, None, T], ctx: CallContext) -> T:
     """Await `work`; if the client disconnects first, cancel it and raise ClientGone.
 
-    `work` runs in the caller's own task and a watcher cancels that task when the client
-    goes: one task per request instead of two and an `asyncio.wait` (bench/RESULTS.md).
+    `work` runs in the caller's own task, cancelled by a callback on the connection's
+    `connection_lost` future; without one, on a watcher task that waits for the disconnect
+    on `receive` (a task per request was a measurable part of a small request's cost).
     """
     caller = asyncio.current_task()
     assert caller is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        await ctx.client_gone()
-        gone = True
-        caller.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
+    watcher = None
+    lost = ctx.connection_lost
+    if lost is None:
+        lost = watcher = asyncio.get_running_loop().create_task(_returned(ctx.client_gone))
+    cancel = _CancelWhenLost(caller)
+    lost.add_done_callback(cancel)
     try:
         result = await work  # a cancellation runs work's own cleanup (release, closing a connection)
     except asyncio.CancelledError:
-        if gone and caller.uncancel() == 0:  # ours, not a cancellation from outside
+        if cancel.fired and caller.uncancel() == 0:  # ours, not a cancellation from outside
             raise ClientGone() from None
         raise
     finally:
-        watcher.cancel()
-    if gone:  # `work` swallowed the cancellation: its result stands (an open stream must be
-        caller.uncancel()  # returned to be closed), and the response notices the client left
+        cancel.active = False  # a callback already scheduled must not cancel what comes next
+        lost.remove_done_callback(cancel)
+        if watcher is not None:
+            watcher.cancel()
+    if cancel.fired:  # `work` swallowed the cancellation: its result stands (an open stream must
+        caller.uncancel()  # be returned to be closed), and the response notices the client left
     return result
+
+
+async def _returned(client_gone: Callable[[], Awaitable[None]]) -> None:
+    await client_gone()
+
+
+class _CancelWhenLost:
+    """The done-callback that cancels a request's task when its client has gone."""
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.active = True
+        self.fired = False
+
+    def __call__(self, lost: asyncio.Future[None]) -> None:
+        if self.active and not lost.cancelled():
+            self.fired = True
+            self.task.cancel()

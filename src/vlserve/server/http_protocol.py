@@ -40,7 +40,9 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from vlserve.config import Settings
+from vlserve.deadline import Deadline
 from vlserve.errors import ErrorKind, ServiceError
+from vlserve.server import connection_events
 
 log = logging.getLogger("vlserve.http")
 
@@ -109,14 +111,12 @@ class _Guarded(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True        # waiting for (more of) a request line and headers
         self._head_bytes = 0        # of the request being parsed (or of trailers)
-        self._due: float = 0.0      # loop time the head or body is due by (see "timers")
-        self._on_due: Any = None    # what to do then; None: nothing is being timed
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._deadline = Deadline(self.loop)  # the head's, then the body's; cleared once it is in
         self._write_timer: asyncio.TimerHandle | None = None
         self._body_started = 0.0    # loop time the body began
         self._body_bytes = 0        # bytes received since then
         self._ops_slot: str | None = None  # the client address, on an operations-only slot
+        self._lost: asyncio.Future[None] = self.loop.create_future()  # see connection_events.py
 
     # --- the connection -------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -125,7 +125,7 @@ class _Guarded(HttpToolsProtocol):
             log.warning("refusing a connection: %d open (HTTP_MAX_CONNECTIONS)", len(self.connections) - 1)
             self._fail(ErrorKind.TOO_MANY_CONNECTIONS, "The server has too many open connections; retry shortly.")
             return
-        self._arm(self._head_timeout_s, self._head_timed_out)
+        self._deadline.set_in(self._head_timeout_s, self._head_timed_out)
 
     def _take_ops_slot(self) -> bool:
         """One of the slots kept for probes and scrapers, one per client address."""
@@ -142,14 +142,13 @@ class _Guarded(HttpToolsProtocol):
         return OPS_HEAD_TIMEOUT_S if self._ops_slot is not None else self.limits.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.stop()
         self._cancel_write_timer()
         if self._ops_slot is not None:
             self.limits.ops_holders.discard(self._ops_slot)
             self._ops_slot = None
+        if not self._lost.done():
+            self._lost.set_result(None)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -170,8 +169,9 @@ class _Guarded(HttpToolsProtocol):
     # --- the parser's events ------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope["extensions"] = {connection_events.EXTENSION: connection_events.extension(self._lost)}
         self._in_head, self._head_bytes = True, 0
-        self._arm(self._head_timeout_s, self._head_timed_out)
+        self._deadline.set_in(self._head_timeout_s, self._head_timed_out)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:
@@ -187,13 +187,13 @@ class _Guarded(HttpToolsProtocol):
             self._fail(ErrorKind.TOO_MANY_CONNECTIONS, "The server has too many open connections; retry shortly.")
             return
         self._body_started, self._body_bytes = self.loop.time(), 0
-        self._arm_at(self._body_started + self._body_allowed_s(), self._check_body)
+        self._deadline.set_at(self._body_started + self._body_allowed_s(), self._check_body)
         super().on_headers_complete()
         if self.pipeline:  # queued behind a request being answered: reading is paused, nothing to time
-            self._disarm()
+            self._deadline.clear()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._deadline.clear()
         super().on_message_complete()
 
     def _should_upgrade(self) -> bool:
@@ -227,7 +227,7 @@ class _Guarded(HttpToolsProtocol):
         taken = self.loop.time() - self._body_started
         allowed = self._body_allowed_s()
         if taken < allowed:
-            self._arm_at(self._body_started + allowed, self._check_body)
+            self._deadline.set_at(self._body_started + allowed, self._check_body)
         elif allowed >= self.limits.body_timeout_s:
             self._refuse_body(f"The request's body did not arrive within {self.limits.body_timeout_s:g} s "
                               "(HTTP_BODY_TIMEOUT_S).")
@@ -249,34 +249,6 @@ class _Guarded(HttpToolsProtocol):
         self.transport.close()
 
     # --- timers ---------------------------------------------------------------------------
-    # A request sets a deadline for its head and then one for its body, and clears it when
-    # the body is in: a timer for each was a measurable part of a small request's cost. So
-    # one timer per connection serves them all. It is moved earlier when a deadline is, and
-    # otherwise left to fire where it is and look: nothing due, or due later (re-armed
-    # then), or due now. A kept-alive connection's timer fires once per head timeout.
-    def _arm(self, seconds: float, on_due: Any) -> None:
-        self._arm_at(self.loop.time() + seconds, on_due)
-
-    def _arm_at(self, due: float, on_due: Any) -> None:
-        self._due, self._on_due = due, on_due
-        if self._timer is None or self._timer_at > due:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer, self._timer_at = self.loop.call_at(due, self._look), due
-
-    def _disarm(self) -> None:
-        self._on_due = None
-
-    def _look(self) -> None:
-        self._timer = None
-        if self._on_due is None:
-            return
-        if self.loop.time() < self._due:
-            self._timer, self._timer_at = self.loop.call_at(self._due, self._look), self._due
-            return
-        on_due, self._on_due = self._on_due, None
-        on_due()
-
     def _cancel_write_timer(self) -> None:
         if self._write_timer is not None:
             self._write_timer.cancel()
@@ -310,6 +282,6 @@ class _Guarded(HttpToolsProtocol):
         self._fail(ErrorKind.REQUEST_TIMEOUT, message)
 
     def _fail(self, kind: ErrorKind, message: str) -> None:
-        self._disarm()
+        self._deadline.clear()
         self.transport.write(raw_error(kind, message))
         self.transport.close()

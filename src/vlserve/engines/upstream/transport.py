@@ -18,6 +18,7 @@ from typing import Protocol
 import aiohttp
 
 from vlserve.config import Settings
+from vlserve.deadline import Deadline
 
 # uvicorn, which LMDeploy, vLLM and this gateway run on, closes a connection after 5 s
 # idle. A pooled connection kept longer than that is reused just as the upstream closes
@@ -62,31 +63,26 @@ class IdleWatch:
     """Calls `on_idle` once a stream has been silent for `idle_s`.
 
     aiohttp's own `sock_read` timeout cancels and sets a timer on every read, which was a
-    measurable part of relaying a chunk; this one notes the time of each chunk and looks
-    at it when its timer fires: one timer per `idle_s` of streaming, whatever the chunks.
+    measurable part of relaying a chunk; a `Deadline` moved by each chunk fires once per
+    `idle_s` of streaming, whatever the chunks.
     """
 
     def __init__(self, idle_s: float, on_idle: Callable[[], object]) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._deadline = Deadline(asyncio.get_running_loop())
         self._idle_s = idle_s
         self._on_idle = on_idle
-        self._last = self._loop.time()
         self.expired = False
-        self._timer = self._loop.call_at(self._last + idle_s, self._look)
+        self.saw_chunk()
 
     def saw_chunk(self) -> None:
-        self._last = self._loop.time()
+        self._deadline.set_in(self._idle_s, self._expire)
 
-    def _look(self) -> None:
-        due = self._last + self._idle_s
-        if self._loop.time() < due:
-            self._timer = self._loop.call_at(due, self._look)
-            return
+    def _expire(self) -> None:
         self.expired = True
         self._on_idle()
 
     def stop(self) -> None:
-        self._timer.cancel()
+        self._deadline.stop()
 
 
 class ChunkSource(Protocol):

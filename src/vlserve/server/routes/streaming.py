@@ -13,6 +13,7 @@ from vlserve import json_bytes
 from vlserve.engines.base import EngineStream
 from vlserve.gateway.engine_call import CallContext
 from vlserve.gateway.observation import Observation
+from vlserve.server.connection_events import connection_lost
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -90,4 +91,4 @@ def call_context(scope: Scope, receive: Receive) -> CallContext:
     """The request's observation (set up by the Observe middleware) and its disconnect."""
     state = scope.setdefault("state", {})
     obs = state.setdefault("observation", Observation("-"))
-    return CallContext(obs, client_gone(receive), state.get("ticket"))
+    return CallContext(obs, client_gone(receive), state.get("ticket"), connection_lost(scope))
