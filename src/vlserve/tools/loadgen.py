@@ -21,6 +21,7 @@ import asyncio
 import base64
 import io
 import math
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -123,14 +124,16 @@ def sample_image(size: tuple[int, int]) -> str:
 class NumberedImages:
     """One JPEG data URL, a new number in a comment segment each time: the same picture,
     different bytes. The comment is 18 bytes with the start-of-image marker, a multiple of
-    3, so its base64 joins the rest's (encoded once) without re-encoding the photo."""
+    3, so its base64 joins the rest's (encoded once) without re-encoding the photo. The
+    numbers start at random, so two runs (a warm-up and its measure, or two load
+    generators) do not send a gateway the same bytes."""
 
     def __init__(self, data_url: str) -> None:
         head, encoded = data_url.split(",", 1)
         rest = base64.b64decode(encoded)[2:]  # after the start-of-image marker
         self._head = head + ","
         self._rest = base64.b64encode(rest).decode("ascii")
-        self._count = 0
+        self._count = random.randrange(10**11)  # and 10**12 - 1 is the most the comment holds
 
     def next(self) -> str:
         self._count += 1
