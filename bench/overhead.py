@@ -7,7 +7,9 @@ through vlserve, and through the naive adapter (bench/naive_adapter.py: FastAPI 
 `requests`, as the origin design had it). The gateway under test runs alone on core 0
 (`taskset`), the engine and the load generator (vlserve's own, `vlserve bench`) on the
 other core. A gateway's cost is its process's CPU seconds (from /proc) divided by the
-requests, or the chunks, it relayed. Three loads:
+requests, or the chunks, it relayed. Each load runs in three rounds, the gateways taking
+turns within each, so that a slow spell of the machine (runs of the same code here spread
+±15%) weighs on every gateway alike. Three loads:
 
 - small chat answers, not streamed, 16 in flight;
 - streams whose chunks come 25 ms apart, as an engine's tokens do (one event per read),
@@ -34,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from gateway import cpu_seconds, wait_ready  # noqa: E402
 from servers import free_port  # noqa: E402
 
-from vlserve.tools.loadgen import BenchConfig, LoadGenerator, sample_image  # noqa: E402
+from vlserve.tools.loadgen import BenchConfig, BenchReport, LoadGenerator, sample_image  # noqa: E402
 
 
 def start(args: list[str], env: dict[str, str] | None = None, core: int | None = None) -> subprocess.Popen:
@@ -82,32 +84,58 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def load(url: str, proc: subprocess.Popen | None, config: dict) -> dict:
     """Run one load against `url`; the gateway process's CPU per request and per chunk."""
+    return figures(*measured(url, proc, config))
+
+
+def measured(url: str, proc: subprocess.Popen | None, config: dict) -> tuple[float, BenchReport]:
+    """One load against `url`: the gateway's CPU seconds for it, and the load's report."""
     before = tree_cpu_seconds(proc.pid) if proc else 0.0
     report = LoadGenerator(BenchConfig(url=url, model="fake", duration_s=None, **config)).run_sync()
     used = tree_cpu_seconds(proc.pid) - before if proc else 0.0
+    if any(not result.ok for result in report.results):
+        raise RuntimeError(f"{url}: {report.summary()['errors']}")
+    return used, report
+
+
+def figures(used: float, report: BenchReport) -> dict:
     summary = report.summary()
-    if summary["errors"]:
-        raise RuntimeError(f"{url}: {summary['errors']}")
     chunks = sum(r.output_tokens for r in report.results if r.ok)
     return {"summary": summary, "cpu_us_per_request": used / max(1, summary["ok"]) * 1e6,
             "cpu_us_per_chunk": used / max(1, chunks) * 1e6, "chunks_per_s": chunks / report.wall_s}
 
 
+ROUNDS = 3
+
+
 def run_load(name: str, engine_args: tuple[int, float], config: dict, warmup: dict,
-             start_gateways=None) -> dict[str, dict]:
+             start_gateways=None, rounds: int = ROUNDS) -> dict[str, dict]:
+    """Each gateway's load in `rounds` parts taken in turn (direct, vlserve, ..., then again),
+    so a slow spell of this shared machine falls on every gateway alike, not on one."""
     engine = Engine(*engine_args)
     found = (start_gateways or gateways)(engine)
+    targets: dict[str, tuple[str, subprocess.Popen | None]] = {"direct": (engine.url, None), **found}
+    parts: dict[str, list[tuple[float, BenchReport]]] = {gateway: [] for gateway in targets}
     try:
-        results = {"direct": load(engine.url, None, config)}
-        for gateway, (url, proc) in found.items():
+        for url, proc in found.values():
             load(url, proc, warmup)
-            results[gateway] = load(url, proc, config)
+        part = {**config, "requests": max(1, config["requests"] // rounds)}
+        for _ in range(rounds):
+            for gateway, (url, proc) in targets.items():
+                parts[gateway].append(measured(url, proc, part))
     finally:
         for _, proc in found.values():
             proc.terminate()
         engine.stop()
+    results = {gateway: figures(sum(used for used, _ in runs), joined([report for _, report in runs]))
+               for gateway, runs in parts.items()}
     print(name, {k: {m: round(v, 1) for m, v in r.items() if m != "summary"} for k, r in results.items()})
     return results
+
+
+def joined(reports: list[BenchReport]) -> BenchReport:
+    """The rounds of one gateway's load as one report (their requests, their time)."""
+    return BenchReport(reports[0].config, reports[0].model, [r for report in reports for r in report.results],
+                       sum(report.wall_s for report in reports))
 
 
 def loads(requests: int) -> dict[str, tuple[tuple[int, float], dict, dict]]:
