@@ -9,11 +9,15 @@ through vlserve, and through the naive adapter (bench/naive_adapter.py: FastAPI 
 other core. A gateway's cost is its process's CPU seconds (from /proc) divided by the
 requests, or the chunks, it relayed. Each load runs in three rounds, the gateways taking
 turns within each, so that a slow spell of the machine (runs of the same code here spread
-±15%) weighs on every gateway alike. Three loads:
+±15%) weighs on every gateway alike. The loads:
 
 - small chat answers, not streamed, 16 in flight;
 - streams whose chunks come 25 ms apart, as an engine's tokens do (one event per read),
-  64 in flight: CPU per chunk, throughput and time to first token against direct;
+  64 in flight: CPU per chunk, throughput and time to first token against direct. The
+  streams are all the same length, so the 64 start and end together, in waves, and the
+  p50 is a request in the middle of a wave of 64 arriving at once; `stream-spread` sends
+  the same streams 64 a second, evenly spaced (~64 in flight, not in step), for the time
+  to first token that clients arriving independently see;
 - one 1 MB photo (1523x1142 JPEG) per request, 8 in flight, the same photo every time
   (`image`: after the first, vlserve's image cache serves it) and a different one every
   time (`image-new`: the same picture with a numbered comment, so no cache can serve it and
@@ -147,6 +151,9 @@ def loads(requests: int) -> dict[str, tuple[tuple[int, float], dict, dict]]:
                   {"stream": False, "concurrency": 16, "requests": 50}),
         "stream": ((40, 25), {"stream": True, "concurrency": 64, "requests": requests // 2},
                    {"stream": True, "concurrency": 64, "requests": 64}),
+        # The same streams arriving 1/64 s apart: ~64 in flight, not in step (see TTFT above).
+        "stream-spread": ((40, 25), {"stream": True, "concurrency": 256, "rate": 64.0, "requests": requests // 2},
+                          {"stream": True, "concurrency": 64, "requests": 64}),
         "image": ((16, 0), image, {**image, "requests": 8}),
         "image-new": ((16, 0), new_image, {**new_image, "requests": 8}),
     }
@@ -158,7 +165,7 @@ PHOTO = (1523, 1142)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400, help="small requests per gateway (streams: /2)")
-    parser.add_argument("--only", choices=["small", "stream", "image", "image-new"], action="append",
+    parser.add_argument("--only", choices=["small", "stream", "stream-spread", "image", "image-new"], action="append",
                         help="run only this load (repeatable); the report leaves the others out")
     parser.add_argument("--write", help="append the results as Markdown to this file")
     args = parser.parse_args()
@@ -169,6 +176,10 @@ def main() -> None:
     if args.write:
         with open(args.write, "a") as fh:
             fh.write(text)
+
+
+def added_ttft(result: dict, direct: dict) -> str:
+    return f"{result['summary']['ttft_ms']['p50'] - direct['summary']['ttft_ms']['p50']:+.1f}"
 
 
 def report(args, results: dict[str, dict[str, dict]], photo_bytes: int) -> str:
@@ -182,8 +193,8 @@ def report(args, results: dict[str, dict[str, dict]], photo_bytes: int) -> str:
         ("small chat, 16 in flight: CPU µs/request", "small", lambda r, d: f"{r['cpu_us_per_request']:,.0f}"),
         ("stream, 25 ms/chunk, 64 in flight: CPU µs/chunk", "stream", lambda r, d: f"{r['cpu_us_per_chunk']:,.1f}"),
         ("stream throughput vs direct", "stream", lambda r, d: ratio(r["chunks_per_s"], d["chunks_per_s"])),
-        ("added TTFT p50 ms", "stream",
-         lambda r, d: f"{r['summary']['ttft_ms']['p50'] - d['summary']['ttft_ms']['p50']:+.1f}"),
+        ("added TTFT p50 ms", "stream", added_ttft),
+        ("added TTFT p50 ms, 64 a second arriving evenly", "stream-spread", added_ttft),
         (f"{photo_bytes / 1e6:.1f} MB photo, the same each time, 8 in flight: CPU µs/request", "image",
          lambda r, d: f"{r['cpu_us_per_request']:,.0f}"),
         (f"{photo_bytes / 1e6:.1f} MB photo, a new one each time: CPU µs/request", "image-new",
