@@ -41,6 +41,7 @@ class MediaNormalizer:
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="vlserve-media")
         self.memory = DecodeMemory(policy.decode_memory_bytes)
         self.pdf = PdfRenderer(policy.pdf)  # its worker processes start with the first PDF
+        self._preparing: dict[CacheKey, asyncio.Future[NormalizedImage]] = {}  # misses under way
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -137,10 +138,28 @@ class MediaNormalizer:
 
     async def _prepare(self, data: bytes, budget: PixelBudget, header: Header | None,
                        key: CacheKey | None) -> NormalizedImage:
-        image = await self._in_pool(prepare_image, data, self.policy, budget, self.memory, header)
-        if key is not None:
+        """Prepared on the pool, and cached. An image asked for again while it is being
+        prepared (a burst of requests about one new photo, or one photo twice in a request)
+        waits for that preparation instead of decoding it once more: its result or its
+        refusal. A requester that leaves does not stop it for the others."""
+        if key is None:
+            return await self._in_pool(prepare_image, data, self.policy, budget, self.memory, header)
+        preparing = self._preparing.get(key)
+        if preparing is None:
+            preparing = self._preparing[key] = asyncio.ensure_future(self._prepare_once(data, budget, header, key))
+            preparing.add_done_callback(_retrieve_error)
+        elif header is not None:
+            header.close()  # read for the context check; the preparation under way has its own
+        return await asyncio.shield(preparing)
+
+    async def _prepare_once(self, data: bytes, budget: PixelBudget, header: Header | None,
+                            key: CacheKey) -> NormalizedImage:
+        try:
+            image = await self._in_pool(prepare_image, data, self.policy, budget, self.memory, header)
             self.cache.put(key, image)
-        return image
+            return image
+        finally:
+            del self._preparing[key]
 
     async def _load_image(self, source: str | bytes) -> bytes:
         if isinstance(source, bytes):
@@ -234,3 +253,9 @@ class MediaNormalizer:
 
 async def _done(image: NormalizedImage) -> NormalizedImage:
     return image
+
+
+def _retrieve_error(done: asyncio.Future[NormalizedImage]) -> None:
+    """A refusal whose every requester has left is not an "exception never retrieved"."""
+    if not done.cancelled():
+        done.exception()

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,66 @@ def test_a_cached_image_still_counts_against_the_context():
         refusals.append(refused.value)
     uncached, cached = refusals
     assert cached.kind is uncached.kind is ErrorKind.CONTEXT_TOO_LONG and cached.message == uncached.message
+
+
+def counting_preparations(monkeypatch) -> list[int]:
+    from vlserve.media import normalizer as module
+
+    calls, prepare = [], module.prepare_image
+    monkeypatch.setattr(module, "prepare_image", lambda *args: calls.append(1) or prepare(*args))
+    return calls
+
+
+def test_a_burst_of_requests_about_one_new_image_prepares_it_once(monkeypatch):
+    calls = counting_preparations(monkeypatch)
+    media, big = normalizer(), photo((3000, 2000))
+
+    async def burst():
+        return await asyncio.gather(*(media.images([big]) for _ in range(8)), media.images([big, big]))
+
+    results = asyncio.run(burst())
+    assert len(calls) == 1
+    assert len({image.data_url for images in results for image in images}) == 1
+    assert media.cache.stats().entries == 1
+
+
+def test_a_requester_that_leaves_does_not_stop_the_preparation_for_the_others(monkeypatch):
+    from vlserve.media import normalizer as module
+
+    started, release, prepare = threading.Event(), threading.Event(), module.prepare_image
+    calls = []
+
+    def held(*args):
+        calls.append(1)
+        started.set()
+        release.wait(30)
+        return prepare(*args)
+
+    monkeypatch.setattr(module, "prepare_image", held)
+    media, big = normalizer(), photo((3000, 2000))
+
+    async def first_leaves():
+        leaving = asyncio.ensure_future(media.images([big]))
+        await asyncio.to_thread(started.wait, 30)
+        staying = asyncio.ensure_future(media.images([big]))  # joins it, or finds it cached
+        leaving.cancel()
+        release.set()
+        return await staying
+
+    image, = asyncio.run(first_leaves())
+    assert image.reencoded and len(calls) == 1 and media.cache.stats().entries == 1
+
+
+def test_a_burst_about_one_broken_image_is_refused_alike_and_nothing_is_kept(monkeypatch):
+    calls = counting_preparations(monkeypatch)
+    media, broken = normalizer(), png((64, 48))[:-40]
+
+    async def burst():
+        return await asyncio.gather(*(media.images([broken]) for _ in range(4)), return_exceptions=True)
+
+    refusals = asyncio.run(burst())
+    assert {(type(r), r.kind) for r in refusals} == {(ServiceError, ErrorKind.INVALID_IMAGE)}
+    assert len(calls) == 1 and media.cache.stats().entries == 0
 
 
 def test_off_when_its_size_is_zero():
