@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import math
 import random
@@ -109,8 +110,11 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
 
+@functools.lru_cache(maxsize=4)
 def sample_image(size: tuple[int, int]) -> str:
-    """A photo-like JPEG data URL (a gradient with noise, so it compresses like a photo)."""
+    """A photo-like JPEG data URL (a gradient with noise, so it compresses like a photo).
+    The same bytes for a size throughout a process: a warm-up and the runs measured after it
+    send the same photo (the noise is random)."""
     from PIL import Image
 
     gradient = Image.linear_gradient("L").resize(size)
