@@ -44,6 +44,22 @@ def answer_to(sock: socket.socket) -> tuple[int, bytes]:
     return int(head.split(b" ")[1]), body
 
 
+def test_a_request_refused_while_its_client_still_sends_gets_its_answer_not_a_reset(server):
+    # Headers over the limit (431) while the client goes on sending, as an upload does: the
+    # server drains what keeps coming after its answer instead of resetting the connection,
+    # which would destroy the answer on its way.
+    sock = connect(server)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000)
+    try:
+        for _ in range(32):
+            sock.sendall(b"a" * 65536)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    sock.shutdown(socket.SHUT_WR)  # done sending, as a client that saw the answer would be
+    status, body = answer_to(sock)
+    assert status == 431 and b"HTTP_MAX_HEADER_BYTES" in body
+
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_a_trickled_body_is_cut_off_soon_after_the_grace(server, framing):
     sock = connect(server)

@@ -23,7 +23,10 @@ with those bounds added, per connection:
   /metrics and must send their request within a second, so a liveness probe or a
   scraper still gets its answer while idle or slow clients hold every other slot;
 - errors the server itself answers (a malformed request line, a CR inside a header) are
-  in OpenAI's envelope like every other error.
+  in OpenAI's envelope like every other error, and then the connection is closed as RFC
+  9112 9.6 asks: a FIN after the answer, the client's remaining bytes (the rest of an
+  upload) read and dropped for LINGER_S; closed with them unread, the socket would send a
+  reset, which can destroy the answer before the client reads it.
 
 Idle keep-alive connections are closed after HTTP_IDLE_TIMEOUT_S (uvicorn's own timer).
 """
@@ -62,6 +65,7 @@ def raw_error(kind: ErrorKind, message: str) -> bytes:
 
 OPS_PATHS = frozenset({b"/health", b"/metrics"})
 OPS_HEAD_TIMEOUT_S = 1.0  # a probe sends its request at once
+LINGER_S = 2.0  # after an error answered mid-request, how long the client's bytes are drained
 
 
 class ConnectionLimits:
@@ -117,6 +121,7 @@ class _Guarded(HttpToolsProtocol):
         self._body_bytes = 0        # bytes received since then
         self._ops_slot: str | None = None  # the client address, on an operations-only slot
         self._lost: asyncio.Future[None] = self.loop.create_future()  # see connection_events.py
+        self._lingering = False     # an error was answered; closing (see _fail)
 
     # --- the connection -------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -152,6 +157,8 @@ class _Guarded(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # an error has been answered: read and dropped until the close
         if not self._in_head:
             self._body_bytes += len(data)
         super().data_received(data)
@@ -245,10 +252,8 @@ class _Guarded(HttpToolsProtocol):
         super().resume_writing()
 
     def send_400_response(self, msg: str) -> None:
-        self.transport.write(raw_error(ErrorKind.BAD_REQUEST, f"Malformed HTTP request ({msg.rstrip('.')})."))
-        self.transport.close()
+        self._fail(ErrorKind.BAD_REQUEST, f"Malformed HTTP request ({msg.rstrip('.')}).")
 
-    # --- timers ---------------------------------------------------------------------------
     def _cancel_write_timer(self) -> None:
         if self._write_timer is not None:
             self._write_timer.cancel()
@@ -282,6 +287,14 @@ class _Guarded(HttpToolsProtocol):
         self._fail(ErrorKind.REQUEST_TIMEOUT, message)
 
     def _fail(self, kind: ErrorKind, message: str) -> None:
-        self._deadline.clear()
+        self._deadline.clear()  # then the answer, and a lingering close (the module's doc)
         self.transport.write(raw_error(kind, message))
-        self.transport.close()
+        cycle = self.cycle  # an app's answer under way must not write after our FIN
+        if (self.transport.is_closing() or not self.transport.can_write_eof()
+                or (cycle is not None and not (cycle.response_complete or cycle.disconnected))):
+            self.transport.close()
+            return
+        self._lingering = True
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_S, self.transport.close)

@@ -14,10 +14,22 @@ from vlserve.server.http_protocol import ConnectionLimits, guarded_protocol
 
 
 class Transport(asyncio.Transport):
+    """A TCP transport's calls, recorded. `ended`: the server hung up (closed, or sent its FIN)."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.aborted = self.closed = False
+        self.aborted = self.closed = self.eof_written = False
         self.written: list[bytes] = []
+
+    @property
+    def ended(self) -> bool:
+        return self.closed or self.eof_written
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
 
     def get_extra_info(self, name, default=None):
         return ("127.0.0.1", 40000) if name in ("sockname", "peername") else default
@@ -96,7 +108,7 @@ async def test_a_body_slower_than_the_minimum_rate_is_cut_off_after_the_grace():
     protocol.data_received(post_head(100_000))
     protocol.data_received(b"{")  # then a byte now and then: far below 500 bytes a second
     await asyncio.sleep(0.5)
-    assert transport.closed
+    assert transport.ended
     assert b"408" in transport.written[0] and b"HTTP_BODY_MIN_RATE" in transport.written[0]
 
 
@@ -105,7 +117,7 @@ async def test_a_chunked_body_that_never_ends_is_cut_off_too():
     protocol.data_received(post_head(None))
     protocol.data_received(b"1\r\n{\r\n")
     await asyncio.sleep(0.5)
-    assert transport.closed and b"HTTP_BODY_MIN_RATE" in transport.written[0]
+    assert transport.ended and b"HTTP_BODY_MIN_RATE" in transport.written[0]
 
 
 async def test_a_body_above_the_minimum_rate_has_the_time_it_needs():
@@ -117,7 +129,7 @@ async def test_a_body_above_the_minimum_rate_has_the_time_it_needs():
     for _ in range(8):  # 0.8 s, four times the grace
         protocol.data_received(b" " * 600)
         await asyncio.sleep(0.1)
-    assert not transport.closed
+    assert not transport.ended
 
 
 async def test_an_operations_slot_serves_no_upgrade_and_is_given_back():
@@ -127,9 +139,22 @@ async def test_an_operations_slot_serves_no_upgrade_and_is_given_back():
     state = ServerState()
     state.connections.update(object() for _ in range(16))  # every ordinary slot held
     protocol, transport = await connection(state=state, HTTP_MAX_CONNECTIONS=16)
-    assert not transport.closed and protocol.limits.ops_holders == {"127.0.0.1"}
+    assert not transport.ended and protocol.limits.ops_holders == {"127.0.0.1"}
     protocol.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-    assert transport.closed and b"too_many_connections" in transport.written[0]
+    assert transport.ended and b"too_many_connections" in transport.written[0]
     protocol.connection_lost(None)
     assert protocol.limits.ops_holders == set()
+
+
+async def test_after_an_error_the_clients_remaining_bytes_are_drained_then_the_connection_closed(monkeypatch):
+    # A reset instead of a close would destroy the answer before the client read it: the
+    # server sends its FIN after the answer, drops what the client still sends, then closes.
+    monkeypatch.setattr("vlserve.server.http_protocol.LINGER_S", 0.2)
+    protocol, transport = await connection(HTTP_MAX_HEADER_BYTES=2048)
+    protocol.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nX-Big: " + b"a" * 4096)
+    assert b"431" in transport.written[0].split(b"\r\n")[0] and transport.eof_written and not transport.closed
+    protocol.data_received(b"b" * 65536)  # the rest of what the client was sending: dropped
+    assert len(transport.written) == 1
+    await asyncio.sleep(0.3)
+    assert transport.closed
