@@ -3,7 +3,6 @@ noticing a client that left."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -11,7 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from vlserve import json_bytes
 from vlserve.engines.base import EngineStream
-from vlserve.gateway.engine_call import CallContext
+from vlserve.gateway.engine_call import CallContext, ClientGone, until_gone
 from vlserve.gateway.observation import Observation
 from vlserve.server.connection_events import connection_lost
 
@@ -43,34 +42,15 @@ class EngineStreamResponse(StreamingResponse):
         self.engine_stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The chunks are sent from this task; a listener cancels it if the client hangs up
-        # (one task per stream rather than two and an asyncio.wait: bench/RESULTS.md).
-        sender = asyncio.current_task()
-        assert sender is not None
-        heard_leave = False
-
-        async def listen() -> None:
-            nonlocal heard_leave
-            await self.listen_for_disconnect(receive)
-            heard_leave = True
-            sender.cancel()
-
-        listener = asyncio.get_running_loop().create_task(listen())
-        client_left = False
+        # The chunks are sent from this task, which until_gone cancels if the client hangs
+        # up (told by the connection, or heard on `receive`), as it does for engine calls.
+        ctx = call_context(scope, receive)
         try:
-            await self.stream_response(send)
-        except asyncio.CancelledError:
-            if not (heard_leave and sender.uncancel() == 0):  # not ours: a shutdown, say
-                raise
-            client_left = True
-        except OSError:  # a send to a client that left (ASGI 2.4)
-            client_left = True
+            await until_gone(self.stream_response(send), ctx)
+        except (ClientGone, OSError):  # heard leaving, or a send that failed (ASGI 2.4)
+            ctx.obs.client_left = True
         finally:
-            listener.cancel()
             await self.engine_stream.aclose()
-        observation = scope.get("state", {}).get("observation")
-        if client_left and observation is not None:
-            observation.client_left = True
 
 
 def client_gone(receive: Receive) -> Callable[[], Awaitable[None]]:
