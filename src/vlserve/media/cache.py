@@ -78,6 +78,11 @@ class ImageCache:
             self._hits += 1
             return image
 
+    def peek(self, key: CacheKey) -> NormalizedImage | None:
+        """The entry, if any, not counted as a lookup (the request's lookup was counted)."""
+        with self._lock:
+            return self._entries.get(key)
+
     def put(self, key: CacheKey, image: NormalizedImage) -> None:
         size = _size(image)
         if size > self.max_bytes:

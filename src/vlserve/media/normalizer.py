@@ -145,6 +145,10 @@ class MediaNormalizer:
         if key is None:
             return await self._in_pool(prepare_image, data, self.policy, budget, self.memory, header)
         preparing = self._preparing.get(key)
+        if preparing is None and (done := self.cache.peek(key)) is not None:  # prepared since its lookup
+            if header is not None:
+                header.close()
+            return done
         if preparing is None:
             preparing = self._preparing[key] = asyncio.ensure_future(self._prepare_once(data, budget, header, key))
             preparing.add_done_callback(_retrieve_error)
