@@ -22,15 +22,22 @@ class Deadline:
         self._timer_at = 0.0
 
     def set_in(self, seconds: float, on_due: Callable[[], object]) -> None:
-        self.set_at(self._loop.time() + seconds, on_due)
+        """Call `on_due` in `seconds` (instead of whatever was due before)."""
+        due = self._due = self._loop.time() + seconds  # set_at's, without a call more: a stream's every chunk
+        self._on_due = on_due
+        if self._timer is None or self._timer_at > due:
+            self._arm(due)
 
     def set_at(self, due: float, on_due: Callable[[], object]) -> None:
         """Call `on_due` at loop time `due` (instead of whatever was due before)."""
         self._due, self._on_due = due, on_due
         if self._timer is None or self._timer_at > due:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer, self._timer_at = self._loop.call_at(due, self._look), due
+            self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = self._loop.call_at(due, self._look), due
 
     def clear(self) -> None:
         """Nothing is due (the timer, if any, fires once more and finds nothing)."""

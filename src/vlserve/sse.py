@@ -17,6 +17,8 @@ import re
 from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from typing import Any
 
+from vlserve import json_bytes
+
 DONE = b"data: [DONE]\n\n"
 EVENT_END = re.compile(rb"\r?\n\r?\n")
 _EVENT_END_KEPT = re.compile(rb"(\r?\n\r?\n)")
@@ -47,6 +49,8 @@ class EventSplitter:
     def feed_raw(self, chunk: bytes) -> bytes:
         """The events completed by `chunk` exactly as they arrived, blank lines included:
         a relay passes them on untouched and splits them (`split_events`) only when it must."""
+        if not self._pending and chunk.endswith(b"\n\n"):  # the usual chunk: whole events
+            return chunk
         data = self._pending + chunk
         lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
         cut = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
@@ -90,7 +94,7 @@ def payload_of(event: bytes) -> dict[str, Any] | _Skip | None:
     if data == b"[DONE]":
         return None
     try:
-        payload = json.loads(data)
+        payload = json_bytes.loads(data)
     except ValueError:
         return SKIP
     return payload if isinstance(payload, dict) else SKIP

@@ -166,7 +166,7 @@ class EngineStream:
             for callback in self._on_close:  # each runs, even when one before it failed
                 try:
                     result = callback()
-                    if inspect.isawaitable(result):
+                    if result is not None and inspect.isawaitable(result):
                         await result
                 except Exception:
                     log.exception("a stream's close callback failed")

@@ -11,6 +11,7 @@ from its first event (the reasoning can't be taken back once sent as content).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from vlserve.engines.answer import THINK_CLOSE, THINK_OPEN, TOOL_OPEN, AnswerStream, parse_answer
@@ -18,7 +19,9 @@ from vlserve.openai_types import Completion
 from vlserve.sse import frame, payload_of
 
 _TAGS = (TOOL_OPEN, THINK_OPEN, THINK_CLOSE)
-_TAG_BYTES = tuple(tag.encode() for tag in _TAGS)
+TAG_BYTES = tuple(tag.encode() for tag in _TAGS)  # what a relay looks for in raw events
+_A_TAG = re.compile("|".join(map(re.escape, _TAGS)))
+_A_TAG_BYTES = re.compile(b"|".join(map(re.escape, TAG_BYTES)))
 
 
 def starts_in_reasoning(model: str) -> bool:
@@ -32,7 +35,7 @@ def rewrite_completion(completion: Completion, model: str) -> Completion:
         message = choice.get("message")
         content = message.get("content") if message else None
         if not message or not isinstance(content, str) or message.get("tool_calls") or \
-                not any(t in content for t in _TAGS):
+                not _A_TAG.search(content):
             continue
         # A Thinking model's answer starts in reasoning, unless the upstream's own reasoning
         # parser already took the reasoning out.
@@ -51,7 +54,7 @@ class StreamRewriter:
 
     def may_change(self, events: bytes) -> bool:
         """Whether these events need `feed`: once a tag has been seen, every event does."""
-        if not self.active and any(tag in events for tag in _TAG_BYTES):
+        if not self.active and _A_TAG_BYTES.search(events):
             self.active = True
         return self.active
 

@@ -7,8 +7,9 @@ Whole events pass on exactly as the upstream sent them, except that:
 - the usage object, when an event carries one, is parsed and reported;
 - whether the stream ended with `[DONE]` is kept, so a stream cut short can be told.
 
-Ordinary chunks cost a few substring searches; only an event that holds an error, a tag
-or a usage object is split out and parsed.
+An ordinary chunk costs one search, for any of the bytes that can make an event more than
+bytes to pass on (an error's marker, a tag, a usage object, `[DONE]`); only the events of a
+chunk where one is found are looked at further.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vlserve.engines.upstream.answer_rewrite import StreamRewriter
+from vlserve.engines.upstream.answer_rewrite import TAG_BYTES, StreamRewriter
 from vlserve.engines.upstream.lmdeploy_compat import MARKER, error_in_event
 from vlserve.openai_types import Usage, usage_from
 from vlserve.sse import EventSplitter, data_of, payload_of, split_keeping_ends
 
 # An event that carries a usage object (not `"usage": null`, which some engines send in
 # every chunk).
-_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_USAGE = rb'"usage"\s*:\s*\{'
+_HAS_USAGE = re.compile(_USAGE)
+_NOTABLE = re.compile(b"|".join([re.escape(MARKER), *map(re.escape, TAG_BYTES), _USAGE, rb"\[DONE\]"]))
 
 
 class StreamRelay:
@@ -37,7 +40,10 @@ class StreamRelay:
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to send the client for this chunk (possibly none yet)."""
-        return self._pass_on(self._splitter.feed_raw(chunk))
+        events = self._splitter.feed_raw(chunk)
+        if not (_NOTABLE.search(events) or (self._rewriter is not None and self._rewriter.active)):
+            return events  # the usual chunk, checked here: a call less for each one
+        return self._pass_on(events)
 
     def finish(self) -> bytes:
         """What is left when the upstream closes: an unterminated last event, passed on."""
@@ -47,7 +53,7 @@ class StreamRelay:
         if not events:
             return b""
         rewriting = self._rewriter is not None and self._rewriter.may_change(events)
-        if not (rewriting or MARKER in events or _USAGE.search(events)):
+        if not (rewriting or MARKER in events or _HAS_USAGE.search(events)):
             self._note_done(events)
             return events
         out = []
@@ -64,7 +70,7 @@ class StreamRelay:
         if error is not None:
             self.failed = True
             return error.sse_event()
-        if _USAGE.search(event):
+        if _HAS_USAGE.search(event):
             payload = payload_of(event)
             usage = usage_from(payload.get("usage")) if isinstance(payload, dict) else None
             if usage is not None:

@@ -69,13 +69,11 @@ class IdleWatch:
 
     def __init__(self, idle_s: float, on_idle: Callable[[], object]) -> None:
         self._deadline = Deadline(asyncio.get_running_loop())
-        self._idle_s = idle_s
         self._on_idle = on_idle
         self.expired = False
+        # Called for every chunk: a partial, not a method calling another.
+        self.saw_chunk: Callable[[], None] = functools.partial(self._deadline.set_in, idle_s, self._expire)
         self.saw_chunk()
-
-    def saw_chunk(self) -> None:
-        self._deadline.set_in(self._idle_s, self._expire)
 
     def _expire(self) -> None:
         self.expired = True
