@@ -23,6 +23,7 @@ class Observation:
     client_left: bool = False  # the client went away before the answer was over (logged as 499)
     extra: dict[str, str | int | None] = field(default_factory=dict)  # route-specific fields of the log line
     status: int = 500  # the status the response started with (500 until then)
+    started: bool = False  # the response has started: an error now can only drop the connection
     # Headers added to the response as it starts, made then: a key's x-ratelimit-*
     # (server/limits.py) are known only once its checks have run.
     more_headers: Callable[[], list[tuple[bytes, bytes]]] | None = None

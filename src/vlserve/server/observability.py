@@ -13,15 +13,20 @@ logged.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import logging
 import os
 import re
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vlserve.gateway.engine_call import Inference
@@ -42,18 +47,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("vlserve_requests", "HTTP requests by route, status and key name (499: the "
-                                "client left before the answer was over)", ["route", "status", "key"], registry=r)
-        self.latency = Histogram("vlserve_request_duration_seconds", "Time to the end of the response", ["route"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram("vlserve_time_to_first_byte_seconds", "Time to the first byte of a streamed "
-                              "response (first token)", ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.tokens = Counter("vlserve_tokens", "Tokens in prompts and completions, by key name", ["kind", "key"],
-                              registry=r)
-        self.in_flight = Gauge("vlserve_requests_in_flight", "HTTP requests being served", registry=r)
+        self.served = ServedRequests()
+        r.register(self.served)
         self.image_bytes = Counter("vlserve_image_bytes", "Image bytes received from clients (in) and sent to "
                                    "engines (out)", ["direction"], registry=r)
-        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     def watch(self, inference: Inference) -> None:
         """Gauges read from live state at scrape time (admission, engine, replicas)."""
@@ -69,24 +66,92 @@ class Metrics:
         self.image_bytes.labels("in").inc(image.nbytes)
         self.image_bytes.labels("out").inc(image.sent_bytes)
 
+
+class _Histogram:
+    """One route's histogram in prometheus_client's terms, as plain numbers."""
+
+    __slots__ = ("counts", "created", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, the last one +Inf; summed when read
+        self.total = 0.0
+        self.created = time.time()
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # a bucket's bound is inclusive
+        self.total += seconds
+
+    def buckets(self) -> list[tuple[str, int]]:
+        bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
+        return list(zip(bounds, itertools.accumulate(self.counts), strict=True))
+
+
+class ServedRequests:
+    """The per-request metrics, counted in plain numbers and turned into Prometheus
+    families when scraped: prometheus_client's metrics take a lock and several calls per
+    update, ~2% of a small request. Updated from the event loop only (so is /metrics)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._requests: dict[tuple[str, str, str], list[float]] = {}  # route, status, key -> [count, created]
+        self._latency: dict[str, _Histogram] = {}
+        self._ttft: dict[str, _Histogram] = {}
+        self._tokens: dict[tuple[str, str], list[float]] = {}  # kind, key -> [tokens, created]
+
     def observe(self, route: str, status: int, seconds: float, ttft: float | None, obs: Observation,
                 key: str) -> None:
-        self._child(self.requests, route, str(status), key).inc()
-        self._child(self.latency, route).observe(seconds)
+        _add(self._requests, (route, str(status), key), 1)
+        _histogram(self._latency, route).observe(seconds)
         if ttft is not None:
-            self._child(self.ttft, route).observe(ttft)
+            _histogram(self._ttft, route).observe(ttft)
         if obs.prompt_tokens:
-            self._child(self.tokens, "prompt", key).inc(obs.prompt_tokens)
+            _add(self._tokens, ("prompt", key), obs.prompt_tokens)
         if obs.completion_tokens:
-            self._child(self.tokens, "completion", key).inc(obs.completion_tokens)
+            _add(self._tokens, ("completion", key), obs.completion_tokens)
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, remembered: prometheus_client checks and locks on every
-        call, four times a request (routes, statuses and key names are few)."""
-        child = self._children.get((metric, labels))
-        if child is None:
-            child = self._children[metric, labels] = metric.labels(*labels)
-        return child
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        yield _counters("vlserve_requests", "HTTP requests by route, status and key name (499: the client left "
+                        "before the answer was over)", ["route", "status", "key"], self._requests)
+        yield _histograms("vlserve_request_duration_seconds", "Time to the end of the response", self._latency)
+        yield _histograms("vlserve_time_to_first_byte_seconds", "Time to the first byte of a streamed response "
+                          "(first token)", self._ttft)
+        yield _counters("vlserve_tokens", "Tokens in prompts and completions, by key name", ["kind", "key"],
+                        self._tokens)
+        yield GaugeMetricFamily("vlserve_requests_in_flight", "HTTP requests being served", value=self.in_flight)
+
+
+def _counters(name: str, documentation: str, labels: list[str],
+              counts: dict[Any, list[float]]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for values, (count, created) in list(counts.items()):
+        family.add_metric(values, count, created=created)
+    return family
+
+
+def _add(counts: dict[Any, list[float]], labels: Any, amount: int) -> None:
+    entry = counts.get(labels)
+    if entry is None:
+        counts[labels] = [amount, time.time()]
+    else:
+        entry[0] += amount
+
+
+def _histogram(histograms: dict[str, _Histogram], route: str) -> _Histogram:
+    histogram = histograms.get(route)
+    if histogram is None:
+        histogram = histograms[route] = _Histogram()
+    return histogram
+
+
+def _histograms(name: str, documentation: str, histograms: dict[str, _Histogram]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=["route"])
+    for route, histogram in list(histograms.items()):
+        family.add_metric([route], histogram.buckets(), histogram.total)
+        family.samples.append(Sample(name + "_created", {"route": route}, histogram.created))  # as Histogram's
+    return family
 
 
 class _StateCollector:
@@ -165,8 +230,8 @@ class Observe:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        given = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"").decode("latin-1")
-        obs = Observation(given if _REQUEST_ID.match(given) else os.urandom(16).hex())  # a uuid4's randomness
+        given = _header(scope["headers"], b"x-request-id").decode("latin-1")
+        obs = Observation(given if given and _REQUEST_ID.match(given) else os.urandom(16).hex())  # a uuid4's randomness
         scope.setdefault("state", {})["observation"] = obs
         header = (b"x-request-id", obs.request_id.encode())
         first_body, streaming = None, False
@@ -174,26 +239,35 @@ class Observe:
         async def observing_send(message: Message) -> None:
             nonlocal first_body, streaming
             if message["type"] == "http.response.start":
-                obs.status = message["status"]
-                message = {**message, "headers": _headers(message.get("headers", []), header, obs)}
-                streaming = any(k == b"content-type" and v.startswith(b"text/event-stream")
-                                for k, v in message["headers"])
+                obs.status, obs.started = message["status"], True
+                given = message.get("headers", [])
+                streaming = _header(given, b"content-type").startswith(b"text/event-stream")
+                message = {**message, "headers": _headers(given, header, obs)}
             elif message["type"] == "http.response.body" and first_body is None and message.get("body"):
                 first_body = time.perf_counter()
             await send(message)
 
-        self.metrics.in_flight.inc()
+        served = self.metrics.served
+        served.in_flight += 1
         try:
             await self.app(scope, receive, observing_send)
         finally:
-            self.metrics.in_flight.dec()
+            served.in_flight -= 1
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             ttft = first_body - started if streaming and first_body else None
             status = CLIENT_CLOSED_REQUEST if obs.client_left else obs.status
             caller = scope["state"].get("caller")
-            self.metrics.observe(route, status, seconds, ttft, obs, caller.key.name if caller else "-")
+            served.observe(route, status, seconds, ttft, obs, caller.key.name if caller else "-")
             _log(scope, route, status, seconds, ttft, obs, caller)
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes:
+    """The first value of the header `name` (lower case, as ASGI spells them), or b""."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return b""
 
 
 def _headers(given: list[tuple[bytes, bytes]], request_id: tuple[bytes, bytes],
