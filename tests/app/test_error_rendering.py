@@ -93,6 +93,20 @@ async def test_an_engine_failure_is_its_status_with_no_internals(client, engine:
     assert "secret" not in error["message"]
 
 
+@pytest.mark.parametrize("path, body", [("/v1/chat/completions", CHAT),  # the hot route, outside FastAPI
+                                        ("/v1/completions", {"model": "scripted", "prompt": "hi"})])
+async def test_a_failure_in_a_middleware_is_a_500_envelope_on_every_route(client, monkeypatch, path, body):
+    from vlserve.tenancy.quota import Quota
+
+    def broken(self, caller):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(Quota, "ticket", broken)  # the limits middleware's first step
+    error = envelope(await client.post(path, json=body), 500, "internal_error")
+    assert "secret" not in error["message"]
+    assert (await client.get("/health")).status_code == 200  # and it keeps serving
+
+
 async def test_no_place_in_the_queue_is_a_429_with_retry_after(app_client, engine: ScriptedEngine):
     engine.holding = True
     async with app_client(MAX_CONCURRENT_REQUESTS="1", MAX_QUEUED_REQUESTS="0") as client:

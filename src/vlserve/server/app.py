@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Scope, Send
 
 from vlserve.admission import Admission
 from vlserve.config import Settings
@@ -58,6 +59,19 @@ def reload_keys_on_sighup(keys: KeySource) -> None:
         log.debug("SIGHUP does not reload keys here; a changed API_KEYS_FILE still does")
 
 
+class VLServeApp(FastAPI):
+    """FastAPI, but a request to a hot route goes straight to `hot_routes`, which runs it
+    under this app's middleware without FastAPI's own layers (hot_routes.py)."""
+
+    hot_routes: HotRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hot_routes is not None and self.hot_routes.serves(scope):
+            await self.hot_routes(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor | None = None) -> FastAPI:
     metrics = Metrics()
     keys = KeySource(settings.api_keys, settings.api_keys_file)
@@ -103,7 +117,7 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
     # the client's own Host header. FastAPI's own OpenTelemetry is off: it looks up three
     # providers in the environment on every request (3% of a small request's CPU), and
     # the service's metrics are its Prometheus ones (FastAPI before 0.145 ignores the key).
-    app = FastAPI(title="vlserve", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
+    app = VLServeApp(title="vlserve", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
                   telemetry={"tracing": False, "metrics": False, "logs": False},
                   docs_url=None, redoc_url=None,  # served offline by routes/pages.py
                   description="OpenAI-compatible serving for Qwen3-VL and other vision-language models.")
@@ -114,13 +128,12 @@ def create_app(settings: Settings, engine: Engine | None = None, gpu: GpuMonitor
         app.include_router(router)
     pages.mount_assets(app)
     _add_middleware(app, settings, keys, quota, metrics)
+    app.hot_routes = HotRoutes(app, {"/v1/chat/completions": openai.answer_chat})
     return app
 
 
 def _add_middleware(app: FastAPI, settings: Settings, keys: KeySource, quota: Quota, metrics: Metrics) -> None:
-    """Outermost last: Observe, CORS, the key check, the body cap, the key's limits, then
-    the hot routes, which serve chat completions without FastAPI's routing."""
-    app.add_middleware(HotRoutes, handlers={"/v1/chat/completions": openai.answer_chat})
+    """Outermost last: Observe, CORS, the key check, the body cap, the key's limits."""
     app.add_middleware(LimitsGate, quota=quota, aliases=lambda: app.state.vlserve.catalog.aliases())
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(ApiKeyAuth, keys=keys, open_ops=settings.auth_open_ops)
