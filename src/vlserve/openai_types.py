@@ -178,9 +178,10 @@ def usage_from(value: object) -> Usage | None:
     """An engine's usage object, checked: None unless it has the token counts."""
     if not isinstance(value, dict):
         return None
-    prompt, completion, total = (value.get(key) for key in ("prompt_tokens", "completion_tokens", "total_tokens"))
+    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
+    total = value.get("total_tokens")
     # Other fields an engine reports (prompt_tokens_details, ...) are kept as they are.
     checked: Usage = {**value, "prompt_tokens": prompt, "completion_tokens": completion,
                       "total_tokens": total if isinstance(total, int) else prompt + completion}

@@ -71,12 +71,13 @@ class Inference:
         except ServiceError:
             _nothing_spent(ctx.ticket, entry)  # refused: the reservation is given back
             raise  # (a client that left keeps its reservation: the engine worked until then)
-        ctx.obs.add_usage(usage_from(result.get("usage")))
+        usage = usage_from(result.get("usage"))
+        ctx.obs.add_usage(usage)
         if ctx.ticket is not None and entry is not None:
-            ctx.ticket.spent(entry, *_tokens_used(usage_from(result.get("usage")), request, 0))
-        usage = result.get("usage")
-        if ctx.obs.images_shrunk is not None and isinstance(usage, dict):
-            cast(dict[str, object], usage)[USAGE_NOTE] = ctx.obs.images_shrunk
+            ctx.ticket.spent(entry, *_tokens_used(usage, request, 0))
+        reported = result.get("usage")
+        if ctx.obs.images_shrunk is not None and isinstance(reported, dict):
+            cast(dict[str, object], reported)[USAGE_NOTE] = ctx.obs.images_shrunk
         return result
 
     async def _admitted_answer(self, request: EngineRequest, obs: Observation) -> Completion:

@@ -34,10 +34,11 @@ def _without_media(value: object) -> object:
     return value
 
 
-def _text_bytes(messages: object) -> int:
+def _text_bytes(messages: object, media: bool = True) -> int:
     """UTF-8 bytes of the messages as compact JSON (orjson: the cost of json.dumps showed in
-    profiles): never fewer than their text, which is what the template writes of them."""
-    return len(json_bytes.dumps(_without_media(messages)))
+    profiles): never fewer than their text, which is what the template writes of them.
+    Without `media` (no image or video parts) there are no URLs to leave out."""
+    return len(json_bytes.dumps(_without_media(messages) if media else messages))
 
 
 def _template_json_bytes(tools: object) -> int:
@@ -61,7 +62,9 @@ def token_bound(body: EngineBody, kind: Kind, *, visuals: int, tokens_per_visual
         text, overhead = _text_bytes(body.get("prompt", "")), TEMPLATE_TOKENS_PER_REQUEST
     else:
         messages, tools = body.get("messages", []), body.get("tools")
-        text = _text_bytes(messages) + (_template_json_bytes(tools) + TOOLS_TEMPLATE_TOKENS if tools else 0)
+        text = _text_bytes(messages, media=visuals > 0)
+        if tools:
+            text += _template_json_bytes(tools) + TOOLS_TEMPLATE_TOKENS
         overhead = TEMPLATE_TOKENS_PER_REQUEST + TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
     bound = text + overhead + visuals * tokens_per_visual + (max_tokens_of(body) or context)
     return min(bound, context)

@@ -44,8 +44,12 @@ class UsageCounts:
     errors_5xx: int = 0
 
     def add(self, other: UsageCounts) -> None:
-        for name in COUNT_FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.images += other.images
+        self.errors_4xx += other.errors_4xx
+        self.errors_5xx += other.errors_5xx
 
 
 COUNT_FIELDS = tuple(f.name for f in fields(UsageCounts))

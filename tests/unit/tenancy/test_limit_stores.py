@@ -7,6 +7,7 @@ rest run on both stores.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import astuple, fields
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +16,7 @@ from vlserve.tenancy.keys import Limits
 from vlserve.tenancy.limits import Charge, LimitKind, Subject
 from vlserve.tenancy.memory_store import MemoryLimits
 from vlserve.tenancy.redis_store import RedisStore
-from vlserve.tenancy.usage import UsageFile, delta_for
+from vlserve.tenancy.usage import UsageCounts, UsageFile, delta_for
 
 LEASE_S = 600.0
 REQUEST = Charge(request=True)
@@ -262,3 +263,9 @@ def test_usage_rows_turn_over_at_utc_midnight(monkeypatch):
         monkeypatch.setattr("time.time", lambda now=now: now)
         days.append(delta_for("team", None, "m", 200, 1, 1, 0).where.day)
     assert days == ["2026-12-30", "2026-12-30", "2026-12-31", "2027-01-01"]
+
+
+def test_usage_counts_add_every_count():
+    total = UsageCounts(*range(1, len(fields(UsageCounts)) + 1))
+    total.add(UsageCounts(*(10 ** n for n in range(len(fields(UsageCounts))))))
+    assert astuple(total) == tuple(n + 1 + 10 ** n for n in range(len(fields(UsageCounts))))
