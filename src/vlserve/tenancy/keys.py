@@ -44,8 +44,8 @@ class Limits:
 
     @property
     def any(self) -> bool:
-        return any(value is not None for value in (self.requests_per_minute, self.tokens_per_minute,
-                                                   self.max_concurrent, self.images_per_day))
+        return not (self.requests_per_minute is None and self.tokens_per_minute is None
+                    and self.max_concurrent is None and self.images_per_day is None)
 
     @property
     def per_request(self) -> bool:
