@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--only", choices=LOADS, action="append", help="run only this load (repeatable)")
     args = parser.parse_args()
+    overhead.pin_load_generator()
     specs = overhead.loads(args.requests)
     results = {name: overhead.run_load(name, *specs[name], start_gateways=start_all)
                for name in LOADS if not args.only or name in args.only}

@@ -33,7 +33,7 @@ ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 from gateway import cpu_seconds, wait_ready  # noqa: E402
-from overhead import PHOTO, Engine, start  # noqa: E402
+from overhead import PHOTO, Engine, pin_load_generator, start  # noqa: E402
 from servers import free_port  # noqa: E402
 
 from vlserve.tools.loadgen import BenchConfig, LoadGenerator, sample_image  # noqa: E402
@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--rss-minutes", type=float, default=10, help="0 leaves the memory run out")
     parser.add_argument("--write", help="append the results as Markdown to this file")
     args = parser.parse_args()
+    pin_load_generator()
     engine = Engine(16, 0)
     try:
         photo = twelve_megapixels()

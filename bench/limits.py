@@ -39,7 +39,7 @@ ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 from gateway import wait_ready  # noqa: E402
-from overhead import Engine, load, start  # noqa: E402
+from overhead import Engine, load, pin_load_generator, start  # noqa: E402
 from servers import free_port  # noqa: E402
 
 KEY = "sk-bench-000000"
@@ -196,6 +196,7 @@ def main() -> None:
     parser.add_argument("--baseline-ref", default="656bee7", help="the commit before keys had limits ('' to skip)")
     parser.add_argument("--write", help="append the results as Markdown to this file")
     args = parser.parse_args()
+    pin_load_generator()
     with tempfile.TemporaryDirectory() as workdir:
         redis_url, redis_proc = start_redis(workdir)
         baseline = baseline_worktree(args.baseline_ref, workdir) if args.baseline_ref else None
