@@ -178,7 +178,8 @@ class Quota:
 
     async def settle(self, ticket: str, subjects: list[Subject], tokens: dict[str, int], release: bool,
                      usage: UsageDelta | None) -> None:
-        await self.local.settle(ticket, subjects, tokens, release)  # a no-op unless it admitted the ticket
+        if subjects:  # nothing to settle for a key without limits
+            await self.local.settle(ticket, subjects, tokens, release)  # a no-op unless it admitted the ticket
         if self.shared is None:
             if usage is not None:
                 self.usage_file.add(usage)
@@ -280,8 +281,10 @@ class Ticket:
         """The response is over: settle the reservations, give the place back, record usage."""
         settled = {entry: sum(self._used[entry]) if entry in self._used else reserved
                    for entry, reserved in self._reserved.items()}
-        prompt = sum(used[0] for used in self._used.values())
-        completion = sum(used[1] for used in self._used.values())
+        prompt = completion = 0
+        for used_prompt, used_completion in self._used.values():
+            prompt += used_prompt
+            completion += used_completion
         usage = delta_for(self.caller.key.name, self.caller.user, self.model, status, prompt, completion,
                           self.images)
         await self.quota.settle(self.id, self.subjects, settled, self._admitted, usage)

@@ -16,9 +16,10 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import date, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 log = logging.getLogger("vlserve.usage")
 
@@ -26,8 +27,10 @@ FLUSH_EVERY_S = 1.0
 MAX_KEPT = 100_000  # deltas kept in memory while the file cannot be written
 
 
-@dataclass(frozen=True)
-class UsageKey:
+class UsageKey(NamedTuple):
+    """Where a request's usage is counted. A named tuple, not a frozen dataclass: one is made
+    and hashed for every request, and a tuple's making and hashing are C."""
+
     day: str            # YYYY-MM-DD, UTC
     key: str            # the key's name
     user: str | None
@@ -55,8 +58,7 @@ class UsageCounts:
 COUNT_FIELDS = tuple(f.name for f in fields(UsageCounts))
 
 
-@dataclass(frozen=True)
-class UsageDelta:
+class UsageDelta(NamedTuple):
     where: UsageKey
     counts: UsageCounts
 
@@ -99,7 +101,7 @@ def as_json_rows(rows: dict[UsageKey, UsageCounts]) -> list[dict[str, object]]:
     out = []
     for where in sorted(rows, key=lambda k: (k.day, k.key, k.user or "", k.model or "")):
         counts = rows[where]
-        out.append({**asdict(where), "requests": counts.requests, "prompt_tokens": counts.prompt_tokens,
+        out.append({**where._asdict(), "requests": counts.requests, "prompt_tokens": counts.prompt_tokens,
                     "completion_tokens": counts.completion_tokens, "images": counts.images,
                     "errors": {"4xx": counts.errors_4xx, "5xx": counts.errors_5xx}})
     return out
