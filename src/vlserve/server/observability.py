@@ -13,25 +13,21 @@ logged.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import json
 import logging
 import os
 import re
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vlserve.gateway.engine_call import Inference
 from vlserve.gateway.observation import Observation
 from vlserve.media import ImageCache, NormalizedImage
+from vlserve.server.request_metrics import ServedRequests
 from vlserve.tenancy.quota import Caller, Quota
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention; the client never sees it
@@ -40,7 +36,6 @@ access_log = logging.getLogger("vlserve.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 IMAGES_SHRUNK_HEADER = "X-VLServe-Images-Shrunk"  # the share of pixels images kept on a retry smaller
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class Metrics:
@@ -65,93 +60,6 @@ class Metrics:
     def count_image(self, image: NormalizedImage) -> None:
         self.image_bytes.labels("in").inc(image.nbytes)
         self.image_bytes.labels("out").inc(image.sent_bytes)
-
-
-class _Histogram:
-    """One route's histogram in prometheus_client's terms, as plain numbers."""
-
-    __slots__ = ("counts", "created", "total")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, the last one +Inf; summed when read
-        self.total = 0.0
-        self.created = time.time()
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # a bucket's bound is inclusive
-        self.total += seconds
-
-    def buckets(self) -> list[tuple[str, int]]:
-        bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
-        return list(zip(bounds, itertools.accumulate(self.counts), strict=True))
-
-
-class ServedRequests:
-    """The per-request metrics, counted in plain numbers and turned into Prometheus
-    families when scraped: prometheus_client's metrics take a lock and several calls per
-    update, ~2% of a small request. Updated from the event loop only (so is /metrics)."""
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self._requests: dict[tuple[str, str, str], list[float]] = {}  # route, status, key -> [count, created]
-        self._latency: dict[str, _Histogram] = {}
-        self._ttft: dict[str, _Histogram] = {}
-        self._tokens: dict[tuple[str, str], list[float]] = {}  # kind, key -> [tokens, created]
-
-    def observe(self, route: str, status: int, seconds: float, ttft: float | None, obs: Observation,
-                key: str) -> None:
-        _add(self._requests, (route, str(status), key), 1)
-        _histogram(self._latency, route).observe(seconds)
-        if ttft is not None:
-            _histogram(self._ttft, route).observe(ttft)
-        if obs.prompt_tokens:
-            _add(self._tokens, ("prompt", key), obs.prompt_tokens)
-        if obs.completion_tokens:
-            _add(self._tokens, ("completion", key), obs.completion_tokens)
-
-    def describe(self) -> list:
-        return []
-
-    def collect(self):
-        yield _counters("vlserve_requests", "HTTP requests by route, status and key name (499: the client left "
-                        "before the answer was over)", ["route", "status", "key"], self._requests)
-        yield _histograms("vlserve_request_duration_seconds", "Time to the end of the response", self._latency)
-        yield _histograms("vlserve_time_to_first_byte_seconds", "Time to the first byte of a streamed response "
-                          "(first token)", self._ttft)
-        yield _counters("vlserve_tokens", "Tokens in prompts and completions, by key name", ["kind", "key"],
-                        self._tokens)
-        yield GaugeMetricFamily("vlserve_requests_in_flight", "HTTP requests being served", value=self.in_flight)
-
-
-def _counters(name: str, documentation: str, labels: list[str],
-              counts: dict[Any, list[float]]) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, documentation, labels=labels)
-    for values, (count, created) in list(counts.items()):
-        family.add_metric(values, count, created=created)
-    return family
-
-
-def _add(counts: dict[Any, list[float]], labels: Any, amount: int) -> None:
-    entry = counts.get(labels)
-    if entry is None:
-        counts[labels] = [amount, time.time()]
-    else:
-        entry[0] += amount
-
-
-def _histogram(histograms: dict[str, _Histogram], route: str) -> _Histogram:
-    histogram = histograms.get(route)
-    if histogram is None:
-        histogram = histograms[route] = _Histogram()
-    return histogram
-
-
-def _histograms(name: str, documentation: str, histograms: dict[str, _Histogram]) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, documentation, labels=["route"])
-    for route, histogram in list(histograms.items()):
-        family.add_metric([route], histogram.buckets(), histogram.total)
-        family.samples.append(Sample(name + "_created", {"route": route}, histogram.created))  # as Histogram's
-    return family
 
 
 class _StateCollector:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from vlserve.gateway.observation import Observation
-from vlserve.server.observability import LATENCY_BUCKETS, ServedRequests
+from vlserve.server.request_metrics import LATENCY_BUCKETS, ServedRequests
 
 
 def samples(registry: CollectorRegistry) -> set[str]:
