@@ -39,7 +39,9 @@ class HotRoutes:
         self._app = app
         self._handlers = handlers
         self._routes = {path: MatchedRoute(path) for path in handlers}
-        self._stack: ASGIApp | None = None  # built at the first request, as Starlette builds its own
+        # Built at the first request, as Starlette builds its own, from the list as it is then:
+        # middleware added later (Starlette refuses that once started) would not be in it.
+        self._stack: ASGIApp | None = None
 
     def serves(self, scope: Scope) -> bool:
         return scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self._handlers

@@ -44,3 +44,13 @@ def test_a_scrape_shows_what_prometheus_clients_metrics_would():
     assert samples(ours) == theirs
     served.in_flight += 3
     assert "vlserve_requests_in_flight 3.0" in samples(ours)
+
+
+def test_created_series_follow_prometheus_clients_setting(monkeypatch):
+    served = ServedRequests()
+    registry = CollectorRegistry()
+    registry.register(served)
+    served.observe("/v1/chat/completions", 200, 0.1, 0.05, Observation("id", prompt_tokens=3), "team-a")
+    assert "_created" in generate_latest(registry).decode()
+    monkeypatch.setenv("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+    assert "_created" not in generate_latest(registry).decode()
