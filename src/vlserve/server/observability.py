@@ -148,9 +148,9 @@ class Observe:
             nonlocal first_body, streaming
             if message["type"] == "http.response.start":
                 obs.status, obs.started = message["status"], True
-                given = message.get("headers", [])
-                streaming = _header(given, b"content-type").startswith(b"text/event-stream")
-                message = {**message, "headers": _headers(given, header, obs)}
+                headers = message.get("headers", [])
+                streaming = _header(headers, b"content-type").startswith(b"text/event-stream")
+                message = {**message, "headers": _headers(headers, header, obs)}
             elif message["type"] == "http.response.body" and first_body is None and message.get("body"):
                 first_body = time.perf_counter()
             await send(message)

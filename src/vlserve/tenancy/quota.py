@@ -245,7 +245,7 @@ class Ticket:
 
     async def admit(self) -> None:
         """At the door: a request, and a place in flight. Raises the 429 (or 503)."""
-        if not (self.subjects and any(subject.limits.per_request for subject in self.subjects)):
+        if not (self.limited and any(subject.limits.per_request for subject in self.subjects)):
             return
         # Released at the end whatever the check's fate: a check that reached Redis but whose
         # answer was lost may hold a place (giving back one it does not hold changes nothing).
@@ -259,8 +259,8 @@ class Ticket:
         entry = f"{self.id}:{next(self._calls)}"
         if image_ids:
             images -= sum(1 for image in image_ids if image in self._images_sent)
-        if self.subjects and any(s.limits.tokens_per_minute or s.limits.images_per_day is not None
-                                 for s in self.subjects):
+        if self.limited and any(s.limits.tokens_per_minute or s.limits.images_per_day is not None
+                                for s in self.subjects):
             await self._take(entry, Charge(tokens=tokens, images=images))
             self._reserved[entry] = tokens
         self.images += images  # sent to the engine: counted in usage
